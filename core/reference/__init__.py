@@ -1,0 +1,5 @@
+"""Pure-Python twins of every compiled decoder and kernel: same names, same signatures.
+
+Written for clarity (plain loops, dicts, ``int.from_bytes``) and independently of the
+compiled code, so that the differential tests catch algorithm bugs, not just typos.
+"""
