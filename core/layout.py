@@ -8,6 +8,8 @@ pure-Python twins all share one memory layout.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from . import codes
@@ -87,3 +89,14 @@ def check_against_c(ffi, lib) -> None:
         py_names = {member.name: int(member.value) for member in table}
         if c_names != py_names:
             raise LayoutMismatch(f"{table.__name__} {py_names} != C {prefix}* {c_names}")
+
+
+def pack_values(values: Sequence[bytes]) -> tuple[bytes, np.ndarray]:
+    """Lay GATT values end to end for the batch decoders.
+
+    Returns ``(buf, offsets)``: value i is ``buf[offsets[i]:offsets[i + 1]]``; offsets is
+    int64 with ``len(values) + 1`` entries, starting at 0 and never decreasing.
+    """
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(value) for value in values], dtype=np.int64)
+    return b"".join(values), offsets
