@@ -3,3 +3,8 @@
 Written for clarity (plain loops, dicts, ``int.from_bytes``) and independently of the
 compiled code, so that the differential tests catch algorithm bugs, not just typos.
 """
+
+from .bind import bind as bind
+from .dedup import DedupTable as DedupTable
+from .fingerprint import fingerprint_readings as fingerprint_readings
+from .validate import validate as validate

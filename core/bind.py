@@ -1,0 +1,81 @@
+"""Patient binding: a reading belongs to the patient its device was bound to at ``t``.
+
+Devices are rented and re-issued, so a device has bindings with validity intervals
+``[start, end)`` (ms UTC); a cuff shared in a family sends a user slot, and a binding may
+name that slot. Matching, for a reading of device d, user slot u, time t:
+
+1. a binding of d for slot u whose interval holds t (u != NO_USER), else
+2. a binding of d for any slot (user == NO_USER) whose interval holds t, else
+3. UNBOUND.
+
+The registry refuses overlapping bindings of one device and slot, so at most one binding
+matches at each step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import kernel
+from .codes import NO_PATIENT, NO_USER, Reason
+
+BINDING_DTYPE = np.dtype(
+    [("device", "<i4"), ("user", "u1"), ("start", "<i8"), ("end", "<i8"), ("patient", "<i4")], align=True
+)
+OPEN_END = np.iinfo(np.int64).max
+
+_OK, _UNBOUND = int(Reason.OK), int(Reason.UNBOUND)
+
+
+class Bindings:
+    """Bindings sorted by device with a per-device index (CSR), ready for the kernel.
+
+    ``rows`` is an array of BINDING_DTYPE; device indexes are 0 .. n_devices-1.
+    """
+
+    def __init__(self, rows: np.ndarray, n_devices: int) -> None:
+        rows = np.asarray(rows, dtype=BINDING_DTYPE)
+        if len(rows) and (rows["device"].min() < 0 or rows["device"].max() >= n_devices):
+            raise ValueError(f"binding device index outside 0..{n_devices - 1}")
+        self.rows = np.sort(rows, order=["device", "user", "start"], kind="stable")
+        counts = np.bincount(self.rows["device"], minlength=n_devices)
+        self.device_start = np.zeros(n_devices + 1, dtype=np.int64)
+        np.cumsum(counts, out=self.device_start[1:])
+        self.n_devices = n_devices
+
+    @classmethod
+    def from_tuples(cls, tuples: list[tuple[int, int, int, int, int]], n_devices: int) -> "Bindings":
+        """Build from ``(device, user, start_ms, end_ms, patient)`` tuples."""
+        return cls(np.array(tuples, dtype=BINDING_DTYPE), n_devices)
+
+
+@kernel
+def _bind_kernel(device, user, t, reason, patient, b_user, b_start, b_end, b_patient, device_start):
+    n_devices = device_start.shape[0] - 1
+    for i in range(device.shape[0]):
+        if reason[i] != _OK:
+            continue
+        d = device[i]
+        found = NO_PATIENT
+        if 0 <= d < n_devices:
+            generic = NO_PATIENT
+            for j in range(device_start[d], device_start[d + 1]):
+                if b_start[j] <= t[i] < b_end[j]:
+                    if b_user[j] == user[i] and user[i] != NO_USER:
+                        found = b_patient[j]
+                        break
+                    if b_user[j] == NO_USER and generic == NO_PATIENT:
+                        generic = b_patient[j]
+            if found == NO_PATIENT:
+                found = generic
+        patient[i] = found
+        if found == NO_PATIENT:
+            reason[i] = _UNBOUND
+
+
+def bind(device: np.ndarray, user: np.ndarray, t: np.ndarray, reason: np.ndarray, patient: np.ndarray,
+         bindings: Bindings) -> None:
+    """Set ``patient`` (int32[n]) of every OK reading, or its reason to UNBOUND, in place."""
+    rows = bindings.rows
+    _bind_kernel(device, user, t, reason, patient, rows["user"], rows["start"], rows["end"], rows["patient"],
+                 bindings.device_start)
