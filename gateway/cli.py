@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import gatt_cli
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pmpgw",
         description="pmp-gateway: telemetry gateway for home blood-pressure and glucose monitors.",
     )
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    gatt_cli.register(commands)
     return parser
 
 
