@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import kernel
+from ._prefetch import PREFETCH_DISTANCE, prefetch
 from .codes import NO_PATIENT, NO_USER, Reason
 
 BINDING_DTYPE = np.dtype(
@@ -52,7 +53,14 @@ class Bindings:
 @kernel
 def _bind_kernel(device, user, t, reason, patient, b_user, b_start, b_end, b_patient, device_start):
     n_devices = device_start.shape[0] - 1
-    for i in range(device.shape[0]):
+    n = device.shape[0]
+    for i in range(n):
+        # Two-stage prefetch: the device's index entry far ahead, its first binding near.
+        far, near = i + 2 * PREFETCH_DISTANCE, i + PREFETCH_DISTANCE
+        if far < n and 0 <= device[far] < n_devices:
+            prefetch(device_start, device[far])
+        if near < n and 0 <= device[near] < n_devices and device_start[device[near]] < b_start.shape[0]:
+            prefetch(b_start, device_start[device[near]])
         if reason[i] != _OK:
             continue
         d = device[i]

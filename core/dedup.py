@@ -24,9 +24,9 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import kernel
+from ._prefetch import PREFETCH_DISTANCE, prefetch
 from .codes import Flag, Kind, Reason
 
-TAG_EMPTY = 0
 TAG_SEQ = 1
 TAG_FINGERPRINT = 2
 TAG_CONTEXT_SEQ = 3
@@ -49,15 +49,34 @@ def _mix(x):
     return x ^ (x >> np.uint64(31))
 
 
+# A slot is four uint64 words, 32 bytes, so a probe touches one cache line:
+#   ID   (device << 8) | tag   (0 = empty: tags start at 1)
+#   KEY  seq or fingerprint
+#   FP   content fingerprint of the stored record
+#   T    its measurement time, ms UTC (int64 bits)
+ID, KEY, FP, T = 0, 1, 2, 3
+SLOT_WORDS = 4
+
+
 @kernel
-def _slot_of(s_device, s_tag, s_key, device, tag, key):
-    """Index of the slot holding (device, tag, key), or of the empty slot where it belongs."""
-    mask = np.uint64(s_tag.shape[0] - 1)
-    h = _mix(key ^ _mix(np.uint64(device) * np.uint64(4) + np.uint64(tag)))
-    i = h & mask
+def _slot_id(device, tag):
+    return (np.uint64(np.uint32(device)) << np.uint64(8)) | np.uint64(tag)
+
+
+@kernel
+def _home(slots, slot_id, key):
+    """The slot where the probe for (slot_id, key) starts."""
+    return _mix(key ^ _mix(slot_id)) & np.uint64(slots.shape[0] - 1)
+
+
+@kernel
+def _slot_of(slots, slot_id, key):
+    """Index of the slot holding (slot_id, key), or of the empty slot where it belongs."""
+    mask = np.uint64(slots.shape[0] - 1)
+    i = _home(slots, slot_id, key)
     while True:
         j = np.int64(i)
-        if s_tag[j] == TAG_EMPTY or (s_tag[j] == tag and s_key[j] == key and s_device[j] == device):
+        if slots[j, ID] == 0 or (slots[j, KEY] == key and slots[j, ID] == slot_id):
             return j
         i = (i + np.uint64(1)) & mask
 
@@ -71,38 +90,48 @@ def key_of(kind, flags, seq, fingerprint):
 
 
 @kernel
-def _check_and_insert(s_device, s_tag, s_key, s_fp, s_t, count, device, kind, flags, seq, fingerprint, t, reason):
-    for i in range(device.shape[0]):
+def _store(slots, j, slot_id, key, fingerprint, t):
+    slots[j, ID] = slot_id
+    slots[j, KEY] = key
+    slots[j, FP] = fingerprint
+    slots[j, T] = np.uint64(t)
+
+
+@kernel
+def _check_and_insert(slots, count, device, kind, flags, seq, fingerprint, t, reason):
+    n = device.shape[0]
+    for i in range(n):
+        ahead = i + PREFETCH_DISTANCE
+        if ahead < n:
+            tag, key = key_of(kind[ahead], flags[ahead], seq[ahead], fingerprint[ahead])
+            prefetch(slots, _home(slots, _slot_id(device[ahead], tag), key))
         if reason[i] != _OK:
             continue
         tag, key = key_of(kind[i], flags[i], seq[i], fingerprint[i])
-        j = _slot_of(s_device, s_tag, s_key, device[i], tag, key)
-        if s_tag[j] != TAG_EMPTY:
-            reason[i] = _DUPLICATE if s_fp[j] == fingerprint[i] else _CONFLICT
+        slot_id = _slot_id(device[i], tag)
+        j = _slot_of(slots, slot_id, key)
+        if slots[j, ID] != 0:
+            reason[i] = _DUPLICATE if slots[j, FP] == fingerprint[i] else _CONFLICT
             continue
-        s_device[j] = device[i]
-        s_tag[j] = tag
-        s_key[j] = key
-        s_fp[j] = fingerprint[i]
-        s_t[j] = t[i]
+        _store(slots, j, slot_id, key, fingerprint[i], t[i])
         count += 1
     return count
 
 
 @kernel
-def _rehash(src_device, src_tag, src_key, src_fp, src_t, keep_from_t, s_device, s_tag, s_key, s_fp, s_t):
+def _rehash(source, keep_from_t, slots):
     count = 0
-    for i in range(src_tag.shape[0]):
-        if src_tag[i] == TAG_EMPTY or src_t[i] < keep_from_t:
+    n = source.shape[0]
+    for i in range(n):
+        ahead = i + PREFETCH_DISTANCE
+        if ahead < n and source[ahead, ID] != 0:
+            prefetch(slots, _home(slots, source[ahead, ID], source[ahead, KEY]))
+        if source[i, ID] == 0 or np.int64(source[i, T]) < keep_from_t:
             continue
-        j = _slot_of(s_device, s_tag, s_key, src_device[i], src_tag[i], src_key[i])
-        if s_tag[j] != TAG_EMPTY:
+        j = _slot_of(slots, source[i, ID], source[i, KEY])
+        if slots[j, ID] != 0:
             continue
-        s_device[j] = src_device[i]
-        s_tag[j] = src_tag[i]
-        s_key[j] = src_key[i]
-        s_fp[j] = src_fp[i]
-        s_t[j] = src_t[i]
+        _store(slots, j, source[i, ID], source[i, KEY], source[i, FP], np.int64(source[i, T]))
         count += 1
     return count
 
@@ -114,31 +143,32 @@ def _capacity_for(n_keys: int) -> int:
     return capacity
 
 
+def _slots_of_keys(keys: np.ndarray) -> np.ndarray:
+    """KEY_DTYPE rows as slot words (unhashed), for ``_rehash``."""
+    words = np.zeros((len(keys), SLOT_WORDS), dtype=np.uint64)
+    words[:, ID] = (keys["device"].astype(np.uint32).astype(np.uint64) << np.uint64(8)) | keys["tag"]
+    words[:, KEY], words[:, FP] = keys["key"], keys["fingerprint"]
+    words[:, T] = keys["t"].astype(np.int64).view(np.uint64)
+    return words
+
+
 class DedupTable:
     """The dedup keys of stored readings (see the module docstring for the key)."""
 
     def __init__(self, capacity: int = MIN_CAPACITY) -> None:
-        self._allocate(_capacity_for(int(capacity * MAX_LOAD)))
+        self.slots = np.zeros((_capacity_for(int(capacity * MAX_LOAD)), SLOT_WORDS), dtype=np.uint64)
         self.count = 0
-
-    def _allocate(self, capacity: int) -> None:
-        self.s_device = np.zeros(capacity, dtype=np.int32)
-        self.s_tag = np.zeros(capacity, dtype=np.uint8)
-        self.s_key = np.zeros(capacity, dtype=np.uint64)
-        self.s_fp = np.zeros(capacity, dtype=np.uint64)
-        self.s_t = np.zeros(capacity, dtype=np.int64)
 
     def __len__(self) -> int:
         return self.count
 
     @property
     def capacity(self) -> int:
-        return len(self.s_tag)
+        return len(self.slots)
 
-    def _rebuild(self, capacity: int, keep_from_t: int) -> None:
-        old = (self.s_device, self.s_tag, self.s_key, self.s_fp, self.s_t)
-        self._allocate(capacity)
-        self.count = _rehash(*old, np.int64(keep_from_t), self.s_device, self.s_tag, self.s_key, self.s_fp, self.s_t)
+    def _rebuild(self, source: np.ndarray, capacity: int, keep_from_t: int) -> None:
+        self.slots = np.zeros((capacity, SLOT_WORDS), dtype=np.uint64)
+        self.count = _rehash(source, np.int64(keep_from_t), self.slots)
 
     def check_and_insert(self, device: np.ndarray, kind: np.ndarray, flags: np.ndarray, seq: np.ndarray,
                          fingerprint: np.ndarray, t: np.ndarray, reason: np.ndarray) -> None:
@@ -149,29 +179,26 @@ class DedupTable:
         """
         needed = self.count + len(device)
         if needed > self.capacity * MAX_LOAD:
-            self._rebuild(_capacity_for(needed), np.iinfo(np.int64).min)
-        self.count = _check_and_insert(self.s_device, self.s_tag, self.s_key, self.s_fp, self.s_t, self.count,
-                                       device, kind, flags, seq, fingerprint, t, reason)
+            self._rebuild(self.slots, _capacity_for(needed), np.iinfo(np.int64).min)
+        self.count = _check_and_insert(self.slots, self.count, device, kind, flags, seq, fingerprint, t, reason)
 
     def prune(self, keep_from_t: int) -> None:
         """Forget keys of readings measured before ``keep_from_t`` (ms UTC)."""
-        self._rebuild(_capacity_for(self.count), keep_from_t)
+        self._rebuild(self.slots, _capacity_for(self.count), keep_from_t)
 
     def keys(self) -> np.ndarray:
         """All keys as a structured array sorted by (device, tag, key): for the store and tests."""
-        used = self.s_tag != TAG_EMPTY
-        out = np.zeros(int(used.sum()), dtype=KEY_DTYPE)
-        out["device"], out["tag"], out["key"] = self.s_device[used], self.s_tag[used], self.s_key[used]
-        out["fingerprint"], out["t"] = self.s_fp[used], self.s_t[used]
+        used = self.slots[self.slots[:, ID] != 0]
+        out = np.zeros(len(used), dtype=KEY_DTYPE)
+        out["device"] = (used[:, ID] >> np.uint64(8)).astype(np.uint32).view(np.int32)
+        out["tag"] = used[:, ID] & np.uint64(0xFF)
+        out["key"], out["fingerprint"] = used[:, KEY], used[:, FP]
+        out["t"] = used[:, T].view(np.int64)
         return np.sort(out, order=["device", "tag", "key"])
 
     @classmethod
     def from_keys(cls, keys: np.ndarray) -> "DedupTable":
         """Rebuild from KEY_DTYPE rows (e.g. the store's keys after a restart)."""
-        table = cls(capacity=_capacity_for(len(keys)))
-        table.count = _rehash(keys["device"].astype(np.int32), keys["tag"].astype(np.uint8),
-                              keys["key"].astype(np.uint64), keys["fingerprint"].astype(np.uint64),
-                              keys["t"].astype(np.int64), np.int64(np.iinfo(np.int64).min),
-                              table.s_device, table.s_tag, table.s_key, table.s_fp, table.s_t)
+        table = cls()
+        table._rebuild(_slots_of_keys(keys), _capacity_for(len(keys)), np.iinfo(np.int64).min)
         return table
-

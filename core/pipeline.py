@@ -1,0 +1,59 @@
+"""All core stages over one batch, with the state they keep between batches.
+
+    validate -> bind patient -> dedup -> windows -> reading rules
+
+Dedup runs after binding so that only readings that will be stored enter the dedup table:
+an UNBOUND reading is quarantined and can be replayed once its device is bound, without
+being taken for a duplicate of itself. Window rules run apart, when a patient's local day
+closes (``close_days``), never per reading.
+
+``Pipeline`` composes the stage functions of one implementation module (``core.compiled``
+or ``core.reference``), so the twin pipeline is the same composition of the twin stages.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .bind import Bindings
+from .rules import cgm_state, default_thresholds
+
+READING_ALERT_DTYPE = np.dtype([("reading", "<i4"), ("rule", "u1")], align=True)
+
+
+class Pipeline:
+    """The core's state (dedup table, windows, last CGM reading per patient) and its stages.
+
+    ``impl`` is ``core.compiled`` or ``core.reference``; ``tz_min`` int16[n_patients] is each
+    patient's UTC offset (minutes); ``thresholds`` float64[n_patients, N_PARAMS] the
+    patients' alert thresholds (defaults when omitted).
+    """
+
+    def __init__(self, impl, *, n_patients: int, tz_min: np.ndarray, bindings: Bindings,
+                 thresholds: np.ndarray | None = None) -> None:
+        self.impl = impl
+        self.bindings = bindings
+        self.thresholds = default_thresholds(n_patients) if thresholds is None else thresholds
+        self.dedup = impl.DedupTable()
+        self.windows = impl.WindowState(n_patients, tz_min)
+        self.cgm_last_t, self.cgm_last_glu = cgm_state(n_patients)
+
+    def process(self, batch: np.ndarray, now_ms: int) -> np.ndarray:
+        """Run every stage on ``batch`` (READING_DTYPE, updated in place: reason, patient,
+        flags, t) at gateway time ``now_ms``; return its reading alerts
+        (READING_ALERT_DTYPE: index of the reading in the batch, Rule code)."""
+        impl = self.impl
+        impl.validate(batch["kind"], batch["flags"], batch["t"], batch["rx"], batch["v"], batch["reason"], now_ms)
+        impl.bind(batch["device"], batch["user"], batch["t"], batch["reason"], batch["patient"], self.bindings)
+        self.dedup.check_and_insert(batch["device"], batch["kind"], batch["flags"], batch["seq"],
+                                    batch["fingerprint"], batch["t"], batch["reason"])
+        self.windows.update(batch, self.thresholds)
+        alerts = np.zeros(2 * len(batch), dtype=READING_ALERT_DTYPE)
+        n = impl.reading_alerts(batch["patient"], batch["kind"], batch["t"], batch["v"], batch["flags"],
+                                batch["reason"], self.thresholds, self.cgm_last_t, self.cgm_last_glu,
+                                alerts["reading"], alerts["rule"])
+        return alerts[:n]
+
+    def close_days(self, patients: np.ndarray, days: np.ndarray) -> np.ndarray:
+        """Window rules for patients whose local day ``days`` closed (see WindowState)."""
+        return self.windows.close_days(patients, days, self.thresholds)
