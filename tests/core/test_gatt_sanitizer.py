@@ -1,10 +1,16 @@
 """The C decoders under AddressSanitizer + UndefinedBehaviorSanitizer, fuzzed.
 
-core/gatt.c is compiled with the PMP_SANITIZE flags of core/_build_ffi.py, together with a
-small C driver, into a temporary directory. The driver copies every value into its own
-malloc block of exactly its length (so a read one octet past the value is an ASan report),
-decodes it with output arrays of several capacities (0, 1, 2 and enough), then decodes the
-whole corpus again in batches. Any sanitizer report aborts the driver and fails the test.
+Two harnesses share one seeded corpus (random octets, well-formed values, mutated values,
+each with a random context including int64/int16 extremes):
+
+- core/gatt.c compiled with the PMP_SANITIZE flags of core/_build_ffi.py together with a
+  small C driver, which decodes every value alone (output capacities 0, 1, 2 and enough)
+  and the corpus again in batches;
+- the cffi extension itself built with ``PMP_SANITIZE=1`` into a temporary directory and
+  driven from Python with libasan preloaded.
+
+Both copy every value into its own malloc block of exactly its length, so a read one octet
+past the value is an ASan report. Any sanitizer report fails the test.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import pathlib
 import random
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -141,11 +148,11 @@ def random_context(rng: random.Random) -> bytes:
     return ctx.tobytes()
 
 
-def corpus(rng: random.Random) -> bytes:
+def corpus(rng: random.Random, per_source: int = VALUES_PER_SOURCE) -> bytes:
     """Random bytes, well-formed values and mutated values, each with a random context."""
     pick = rng.randint
     items = []
-    for _ in range(VALUES_PER_SOURCE):
+    for _ in range(per_source):
         uuid = rng.choice(gv.KNOWN_UUIDS + (rng.randrange(0x10000),))
         items.append((uuid, rng.randbytes(rng.randrange(0, 80))))
         uuid = rng.choice(gv.KNOWN_UUIDS)
@@ -184,6 +191,71 @@ def test_fuzzed_decoders_are_sanitizer_clean(sanitized_driver, tmp_path):
     assert not sanitizer_report(done.stderr), done.stderr[-4000:]
     assert done.returncode == 0, done.stderr[-4000:]
     assert done.stdout.strip() == f"decoded {3 * VALUES_PER_SOURCE} values"
+
+
+PYTHON_DRIVER = r"""
+import importlib.util, sys
+import cffi
+
+spec = importlib.util.spec_from_file_location("_gatt_c", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+ffi, lib = module.ffi, module.lib
+libc_ffi = cffi.FFI()
+libc_ffi.cdef("void *malloc(size_t); void free(void *);")
+libc = libc_ffi.dlopen(None)
+
+
+def exact(octets):
+    block = libc.malloc(len(octets))
+    pointer = ffi.cast("uint8_t *", int(libc_ffi.cast("uintptr_t", block)))
+    ffi.memmove(pointer, octets, len(octets))
+    return block, pointer
+
+
+data = open(sys.argv[2], "rb").read()
+context_size = ffi.sizeof("struct pmp_gatt_context")
+at = count = 0
+n_out = ffi.new("size_t *")
+while at < len(data):
+    uuid = int.from_bytes(data[at:at + 2], "little")
+    length = int.from_bytes(data[at + 2:at + 6], "little")
+    ctx = ffi.new("struct pmp_gatt_context *")
+    ffi.memmove(ctx, data[at + 6:at + 6 + context_size], context_size)
+    block, value = exact(data[at + 6 + context_size:at + 6 + context_size + length])
+    cap = length // 6 + 1
+    out = ffi.new("struct pmp_reading[]", cap)
+    lib.pmp_gatt_decode(uuid, value, length, ctx, out, cap, n_out)
+    libc.free(block)
+    at += 6 + context_size + length
+    count += 1
+print(f"decoded {count} values")
+"""
+
+
+def test_pmp_sanitize_build_is_sanitizer_clean(tmp_path):
+    """``PMP_SANITIZE=1`` builds an instrumented extension; fuzzing it reports nothing."""
+    (tmp_path / "core").mkdir()
+    (tmp_path / "core" / "gatt.c").symlink_to(ROOT / "core" / "gatt.c")  # cffi builds in tmpdir
+    build = ("import sys, core._build_ffi as b; assert b.SANITIZE; "
+             "print(b.make_ffi().compile(tmpdir=sys.argv[1]))")
+    built = subprocess.run([sys.executable, "-c", build, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                           env=dict(os.environ, PMP_SANITIZE="1"), check=False)
+    assert built.returncode == 0, built.stderr[-4000:]
+    extension = pathlib.Path(built.stdout.strip().splitlines()[-1])
+    assert b"libasan.so" in extension.read_bytes()
+    corpus_file = tmp_path / "corpus.bin"
+    corpus_file.write_bytes(corpus(random.Random(SEED + 1), VALUES_PER_SOURCE // 3))
+    (tmp_path / "drive.py").write_text(PYTHON_DRIVER)
+    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    env = dict(os.environ, LD_PRELOAD=libasan, ASAN_OPTIONS="detect_leaks=0:halt_on_error=1",
+               UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
+    done = subprocess.run([sys.executable, str(tmp_path / "drive.py"), str(extension), str(corpus_file)],
+                          capture_output=True, text=True, env=env, check=False)
+    assert not sanitizer_report(done.stderr), done.stderr[-4000:]
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.strip() == f"decoded {VALUES_PER_SOURCE} values"
 
 
 def test_sanitizer_build_catches_an_over_read(sanitized_driver, tmp_path):
