@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime
 import struct
 
+from core.reference.gatt import crc16_mcrf4xx
+
 SFLOAT_NAN = 0x07FF
 SFLOAT_NRES = 0x0800
 SFLOAT_PLUS_INF = 0x07FE
@@ -27,16 +29,6 @@ def sfloat(value: float, exponent: int = 0) -> int:
 def date_time(when: datetime.datetime) -> bytes:
     """Date Time (0x2A08): year u16, month, day, hours, minutes, seconds."""
     return struct.pack("<HBBBBB", when.year, when.month, when.day, when.hour, when.minute, when.second)
-
-
-def crc16_mcrf4xx(data: bytes) -> int:
-    """CRC-16/MCRF4XX (reflected poly 0x1021, init 0xFFFF, no final xor): the CGM E2E-CRC."""
-    crc = 0xFFFF
-    for octet in data:
-        crc ^= octet
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
-    return crc
 
 
 def blood_pressure(sys_raw: int, dia_raw: int, map_raw: int, *, kpa: bool = False,

@@ -10,23 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from ._gatt_c import ffi as _ffi, lib as _lib
-from .codes import GattError
-from .layout import GATT_CONTEXT_DTYPE, READING_DTYPE
+from .codes import UUID_CGM_MEASUREMENT, GattError
+from .layout import GATT_CONTEXT_DTYPE, READING_DTYPE, gatt_context
 
 # Every CGM record takes at least 6 octets and every other value yields one record, so a
 # value of len octets yields at most max(1, len // 6) records.
 _MIN_RECORD_OCTETS = 6
-
-
-def _context(device: int, rx: int, tz_min: int, cgm_start: int | None) -> np.ndarray:
-    ctx = np.zeros(1, dtype=GATT_CONTEXT_DTYPE)
-    ctx["device"] = device
-    ctx["rx"] = rx
-    ctx["tz_min"] = tz_min
-    if cgm_start is not None:
-        ctx["cgm_start"] = cgm_start
-        ctx["has_cgm_start"] = 1
-    return ctx
 
 
 def decode(
@@ -49,7 +38,7 @@ def decode(
     """
     if not 0 <= uuid <= 0xFFFF:
         return np.empty(0, dtype=READING_DTYPE), GattError.UUID
-    ctx = _context(device, rx, tz_min, cgm_start)
+    ctx = gatt_context(device=device, rx=rx, tz_min=tz_min, cgm_start=cgm_start)
     value = bytes(value)
     out = np.empty(max(1, len(value) // _MIN_RECORD_OCTETS), dtype=READING_DTYPE)
     n_out = _ffi.new("size_t *")
@@ -94,7 +83,8 @@ def decode_batch(
     uuids = np.ascontiguousarray(uuids, dtype=np.uint16)
     contexts = np.ascontiguousarray(contexts)
     n = _check_batch(buf, offsets, uuids, contexts)
-    cap = n + len(buf) // _MIN_RECORD_OCTETS
+    lengths = np.diff(offsets)
+    cap = n + int((lengths[uuids == UUID_CGM_MEASUREMENT] // _MIN_RECORD_OCTETS).sum())
     out = np.empty(max(cap, 1), dtype=READING_DTYPE)
     value_index = np.empty(max(cap, 1), dtype=np.int32)
     errors = np.zeros(max(n, 1), dtype=np.uint8)
@@ -110,5 +100,5 @@ def decode_batch(
         _ffi.from_buffer("uint8_t[]", errors, require_writable=True),
     )
     if count < 0:
-        raise RuntimeError("pmp_gatt_decode_batch: capacity n + len(buf) // 6 was too small")
+        raise RuntimeError(f"pmp_gatt_decode_batch: capacity {cap} (values + CGM octets // 6) was too small")
     return out[:count], value_index[:count], errors[:n]

@@ -64,6 +64,19 @@ def empty_batch(n: int) -> np.ndarray:
     return batch
 
 
+def gatt_context(*, device: int, rx: int, tz_min: int, cgm_start: int | None) -> np.ndarray:
+    """A one-element GATT_CONTEXT_DTYPE array: what a hub says about one value.
+
+    ``rx`` and ``cgm_start`` in ms UTC (``cgm_start`` None when the hub sent none),
+    ``tz_min`` the meter's local clock minus UTC in minutes.
+    """
+    ctx = np.zeros(1, dtype=GATT_CONTEXT_DTYPE)
+    ctx["device"], ctx["rx"], ctx["tz_min"] = device, rx, tz_min
+    if cgm_start is not None:
+        ctx["cgm_start"], ctx["has_cgm_start"] = cgm_start, 1
+    return ctx
+
+
 def _check_struct(ffi, c_name: str, dtype: np.dtype) -> None:
     c_fields = dict(ffi.typeof(c_name).fields)
     if list(c_fields) != list(dtype.names):

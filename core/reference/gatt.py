@@ -15,7 +15,8 @@ import math
 import numpy as np
 
 from ..codes import AUX_ABSENT, NO_PATIENT, NO_USER, UUID_KIND, Flag, GattError, Kind, Reason, Unit
-from ..layout import GATT_CONTEXT_DTYPE, READING_DTYPE, empty_batch
+from ..layout import GATT_CONTEXT_DTYPE, READING_DTYPE, empty_batch, gatt_context
+from .fingerprint import fnv1a64
 
 # (field name, wire type, flag bit that announces it or None for always present)
 BPM_FIELDS = [
@@ -148,11 +149,7 @@ def local_ms(date_time: tuple[int, ...]) -> int | None:
 
 def fingerprint(uuid: int, octets: bytes) -> int:
     """FNV-1a 64 over the uuid (2 octets, little-endian) and the octets."""
-    h = 0xCBF29CE484222325
-    for octet in uuid.to_bytes(2, "little") + octets:
-        h ^= octet
-        h = (h * 0x100000001B3) % 2**64
-    return h
+    return fnv1a64(uuid.to_bytes(2, "little") + octets)
 
 
 def crc16_mcrf4xx(octets: bytes) -> int:
@@ -384,13 +381,7 @@ def decode(
     """Twin of ``core.gatt.decode``: records of one value and its GattError."""
     if not 0 <= uuid <= 0xFFFF:
         return np.empty(0, dtype=READING_DTYPE), GattError.UUID
-    ctx = np.zeros(1, dtype=GATT_CONTEXT_DTYPE)
-    ctx["device"] = device
-    ctx["rx"] = rx
-    ctx["tz_min"] = tz_min
-    if cgm_start is not None:
-        ctx["cgm_start"] = cgm_start
-        ctx["has_cgm_start"] = 1
+    ctx = gatt_context(device=device, rx=rx, tz_min=tz_min, cgm_start=cgm_start)
     records, error = decode_value(uuid, bytes(value), context_dict(ctx[0]))
     return to_array(records), error
 
