@@ -46,7 +46,7 @@ def test_glucose_round_trip():
 
 def test_glucose_context_round_trip():
     value = enc.glucose_context(7, carbohydrate=(1, enc.sfloat(0.05, -3)), meal=2, tester_health=(1, 3),
-                                exercise=(1800, 60), medication=(1, enc.sfloat(5e-6, -6), False), hba1c_raw=enc.sfloat(71, -1))
+                                exercise=(1800, 60), medication=(1, enc.sfloat(5e-6, -6), False), hba1c_raw=enc.sfloat(7.1, -1))
     (r,), error = core.compiled.gatt_decode(0x2A34, value)
     assert error == GattError.OK
     assert r["kind"] == Kind.GLU_CONTEXT and r["seq"] == 7
