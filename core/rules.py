@@ -23,6 +23,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from ._jit import kernel
+from ._prefetch import PREFETCH_DISTANCE, prefetch
 from .codes import Flag, Kind, Reason
 
 
@@ -213,6 +214,9 @@ def reading_alerts(patient, kind, t, v, flags, reason, thresholds, cgm_last_t, c
     n_patients = min(thresholds.shape[0], cgm_last_t.shape[0], cgm_last_glu.shape[0])
     n_out = 0
     for i in range(n):
+        ahead = i + PREFETCH_DISTANCE
+        if ahead < n and 0 <= patient[ahead] < n_patients:
+            prefetch(thresholds, patient[ahead])
         p = patient[i]
         f = flags[i]
         k = kind[i]

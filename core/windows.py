@@ -22,6 +22,7 @@ import enum
 import numpy as np
 
 from ._jit import kernel
+from ._prefetch import PREFETCH_DISTANCE, prefetch
 from .codes import Flag, Kind, Reason
 from .rules import Param, Rule, default_thresholds
 
@@ -80,6 +81,24 @@ _CENSORED = _LO | _HI
 
 
 @kernel
+def _metric(kind):
+    """Metric row offset of a reading kind; -1 for kinds without a window."""
+    if kind == _BP:
+        return 0
+    if kind == _GLU:
+        return 1
+    if kind == _CGM:
+        return 2
+    return -1
+
+
+@kernel
+def _local_day(t, tz_min):
+    """floor((t + tz_min * MINUTE_MS) / DAY_MS), without overflowing int64 near its ends."""
+    return t // DAY_MS + (t % DAY_MS + np.int64(tz_min) * MINUTE_MS) // DAY_MS
+
+
+@kernel
 def _update(patient, kind, t, v, flags, reason, tz_min, thresholds, acc):
     """Add a batch's readings to their daily slots, in reading order.
 
@@ -110,20 +129,20 @@ def _update(patient, kind, t, v, flags, reason, tz_min, thresholds, acc):
         An eligible reading's patient has no row in tz_min, thresholds or acc.
     """
     n_patients = min(tz_min.shape[0], thresholds.shape[0], acc.shape[0] // N_METRICS)
+    slots = acc.reshape(acc.shape[0] * RING_DAYS, N_ACC)
+    n = patient.shape[0]
     too_old = 0
-    for i in range(patient.shape[0]):
+    for i in range(n):
+        ahead = i + PREFETCH_DISTANCE
+        if ahead < n:
+            q = patient[ahead]
+            m = _metric(kind[ahead])
+            if 0 <= q < n_patients and m >= 0:
+                prefetch(slots, (q * N_METRICS + m) * RING_DAYS + _local_day(t[ahead], tz_min[q]) % RING_DAYS)
         p = patient[i]
         f = flags[i]
-        k = kind[i]
-        if reason[i] != _OK or p < 0 or (f & _NOT_CLINICAL) != 0:
-            continue
-        if k == _BP:
-            metric = 0
-        elif k == _GLU:
-            metric = 1
-        elif k == _CGM:
-            metric = 2
-        else:
+        metric = _metric(kind[i])
+        if reason[i] != _OK or p < 0 or (f & _NOT_CLINICAL) != 0 or metric < 0:
             continue
         if p >= n_patients:
             raise IndexError("WindowState.update: patient index beyond the state rows")
@@ -134,9 +153,7 @@ def _update(patient, kind, t, v, flags, reason, tz_min, thresholds, acc):
                 continue
         elif (f & _CENSORED) == 0 and x0 != x0:
             continue
-        # floor((t + tz) / day) without overflowing int64 near its ends.
-        ti = t[i]
-        iday = ti // DAY_MS + (ti % DAY_MS + np.int64(tz_min[p]) * MINUTE_MS) // DAY_MS
+        iday = _local_day(t[i], tz_min[p])
         day = np.float64(iday)
         row = p * N_METRICS + metric
         slot = iday % RING_DAYS

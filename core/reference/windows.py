@@ -134,7 +134,7 @@ class WindowState:
             n += sums[Acc.N_VALUED]
             sum_sys += sums[Acc.SUM0]
             sum_dia += sums[Acc.SUM1]
-        if n == 0 or n < th["home_min_n"]:
+        if not (n > 0 and n >= th["home_min_n"]):  # a NaN target never fires
             return None
         mean_sys = sum_sys / n
         mean_dia = sum_dia / n
