@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ..codes import Flag, Kind, Reason
-from ..rules import CGM_DERIVE_MAX_MS, NO_CGM_TIME, RULES, THRESHOLDS, Param, Rule, cgm_state, default_thresholds
+from ..rules import CGM_DERIVE_MAX_MS, Param, Rule
 
-__all__ = ["NO_CGM_TIME", "RULES", "THRESHOLDS", "Param", "Rule", "cgm_state", "default_thresholds", "reading_alerts"]
 
 def _bp_level(sys_: float, dia: float, th: dict[str, float]) -> Rule | None:
     if sys_ >= th["crisis_sys"] or dia >= th["crisis_dia"]:

@@ -11,7 +11,8 @@ import core
 import core.compiled
 import core.reference
 from core.codes import Flag, Kind, Reason
-from core.rules import NO_CGM_TIME, RULES, SEVERITY_RANK, THRESHOLDS, Param, Rule, cgm_state, default_thresholds
+from core.rules import (NO_CGM_TIME, READING_FAMILIES, RULES, SEVERITY_RANK, THRESHOLDS, Param, Rule, cgm_state,
+                        default_thresholds)
 from tests.conftest import differential
 from tests.core.clinical_strategies import BASE_MS, mixed_batches, thresholds
 
@@ -61,6 +62,9 @@ def test_rule_table_is_complete_and_families_are_ranked():
     assert RULES[Rule.BP_CRISIS].route == ("physician", "nurse")
     assert RULES[Rule.MISSED].route == ("personal_admin",)
     assert RULES[Rule.DEVICE].route == ("device_admin",)
+    reading_rules = {rule for rule, spec in RULES.items() if spec.family in READING_FAMILIES}
+    assert reading_rules == {Rule.BP_CRISIS, Rule.BP_LOW, Rule.PULSE, Rule.GLU_LOW_L2, Rule.GLU_LOW_L1, Rule.GLU_HIGH,
+                             Rule.CGM_FALLING}
     assert len(THRESHOLDS) == len(Param) and Param.crisis_sys == 0
     table = default_thresholds(2)
     assert table.shape == (2, len(THRESHOLDS)) and table[1, Param.glu_low_l1] == 3.9
@@ -100,13 +104,15 @@ def test_glucose_level_edges(impl, kind, value, flags, expected):
 
 @pytest.mark.parametrize("flags", [Flag.ARTIFACT, Flag.CONTROL, Flag.CONTROL | Flag.RANGE_LO])
 def test_artifact_and_control_readings_raise_nothing(impl, flags):
-    batch = make_batch([bp(200.0, 130.0, 20.0, flags=flags), glu(1.0, flags=flags), cgm(1.0, BASE_MS, -1.0, flags=flags)])
+    batch = make_batch([bp(200.0, 130.0, 20.0, flags=flags), glu(1.0, flags=flags),
+                        cgm(1.0, BASE_MS, -1.0, flags=flags)])
     assert run(impl, batch)[0] == []
 
 
 def test_only_stored_bound_clinical_kinds_are_evaluated(impl):
-    batch = make_batch([bp(200.0, 130.0), bp(200.0, 130.0, patient=-1), glu(1.0), (0, Kind.GLU_CONTEXT, BASE_MS, [1.0], 0),
-                        (0, Kind.NONE, BASE_MS, [1.0], 0), glu(1.0, flags=Flag.LATE)])
+    batch = make_batch([bp(200.0, 130.0), bp(200.0, 130.0, patient=-1), glu(1.0),
+                        (0, Kind.GLU_CONTEXT, BASE_MS, [1.0], 0), (0, Kind.NONE, BASE_MS, [1.0], 0),
+                        glu(1.0, flags=Flag.LATE)])
     batch["reason"][0] = Reason.RANGE
     batch["reason"][2] = Reason.DUPLICATE
     assert run(impl, batch)[0] == [(5, Rule.GLU_LOW_L2)]
