@@ -13,7 +13,7 @@ import pathlib
 import sys
 import time
 
-from bench._harness import RESULTS_DIR, table, write_json
+from bench._harness import RESULTS_DIR, machine, table, write_json
 
 # Benchmark modules in the order they run (one question each).
 MODULES = [
@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="MODULE",
                         help="run only these modules (e.g. core_pipeline); the JSON then holds only their figures")
     parser.add_argument("--out", default=str(RESULTS_DIR / "latest.json"), help="where to write the JSON results")
+    parser.add_argument("--readme", metavar="PATH",
+                        help="also put the table, with this command line, between the bench markers of PATH")
     args = parser.parse_args(argv)
     chosen = [m for m in MODULES if not args.only or m.removeprefix("bench.") in args.only]
     results = []
@@ -43,7 +45,26 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     write_json(results, pathlib.Path(args.out))
     print(f"\nwritten: {args.out}", file=sys.stderr)
+    if args.readme:
+        command = "python -m bench " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
+        update_readme(pathlib.Path(args.readme), command.strip(), table(results))
     return 0
+
+
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def update_readme(path: pathlib.Path, command: str, markdown_table: str) -> None:
+    """Replace what stands between the bench markers of ``path`` with the table."""
+    text = path.read_text()
+    head, _, rest = text.partition(README_START)
+    _, found, tail = rest.partition(README_END)
+    if not found:
+        raise SystemExit(f"bench: {path} has no {README_START} ... {README_END} markers")
+    where = machine()
+    body = (f"\n`{command}` on {where['date_utc'][:10]}, {where['cpu']}, {where['cores']} cores, "
+            f"Python {where['python']}, numba {where['numba']}:\n\n{markdown_table}\n")
+    path.write_text(head + README_START + body + README_END + tail)
 
 
 if __name__ == "__main__":

@@ -155,8 +155,9 @@ def _slots_of_keys(keys: np.ndarray) -> np.ndarray:
 class DedupTable:
     """The dedup keys of stored readings (see the module docstring for the key)."""
 
-    def __init__(self, capacity: int = MIN_CAPACITY) -> None:
-        self.slots = np.zeros((_capacity_for(int(capacity * MAX_LOAD)), SLOT_WORDS), dtype=np.uint64)
+    def __init__(self, capacity: int = 0) -> None:
+        """An empty table sized for ``capacity`` keys (it grows beyond them as needed)."""
+        self.slots = np.zeros((_capacity_for(capacity), SLOT_WORDS), dtype=np.uint64)
         self.count = 0
 
     def __len__(self) -> int:

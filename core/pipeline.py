@@ -26,15 +26,17 @@ class Pipeline:
 
     ``impl`` is ``core.compiled`` or ``core.reference``; ``tz_min`` int16[n_patients] is each
     patient's UTC offset (minutes); ``thresholds`` float64[n_patients, N_PARAMS] the
-    patients' alert thresholds (defaults when omitted).
+    patients' alert thresholds (defaults when omitted); ``dedup_capacity`` the number of
+    keys the dedup table is sized for at the start (a gateway passes its store's key
+    count), so that it does not re-insert every key each time it doubles while filling.
     """
 
     def __init__(self, impl, *, n_patients: int, tz_min: np.ndarray, bindings: Bindings,
-                 thresholds: np.ndarray | None = None) -> None:
+                 thresholds: np.ndarray | None = None, dedup_capacity: int = 0) -> None:
         self.impl = impl
         self.bindings = bindings
         self.thresholds = default_thresholds(n_patients) if thresholds is None else thresholds
-        self.dedup = impl.DedupTable()
+        self.dedup = impl.DedupTable(capacity=dedup_capacity)
         self.windows = impl.WindowState(n_patients, tz_min)
         self.cgm_last_t, self.cgm_last_glu = cgm_state(n_patients)
 

@@ -18,6 +18,7 @@ class DedupTable:
     """The dedup keys of stored readings; same contract as core.dedup.DedupTable."""
 
     def __init__(self, capacity: int = 0) -> None:
+        """An empty table; ``capacity`` is a sizing hint the dict has no use for."""
         self._stored: dict[tuple[int, int, int], tuple[int, int]] = {}
 
     def __len__(self) -> int:
