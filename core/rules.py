@@ -109,8 +109,11 @@ CGM_DERIVE_MAX_MS = 30 * 60_000
 # cgm_last_t of a patient without a CGM reading yet: earlier than any time.
 NO_CGM_TIME = np.iinfo(np.int64).min
 
-# Readings that never raise a clinical alert (besides reason != OK and no patient).
-NOT_CLINICAL = int(Flag.ARTIFACT | Flag.CONTROL)
+# Readings that never raise a clinical alert (besides reason != OK and no patient): control
+# solution is not the patient's blood. A reading the device flagged as disturbed (ARTIFACT:
+# movement, loose cuff, position) is left out of windows but still evaluated here: a
+# possible crisis must reach the physician, and an emergency asks for a re-measurement.
+NOT_CLINICAL = int(Flag.CONTROL)
 
 _OK = int(Reason.OK)
 _BP = int(Kind.BP)
@@ -156,8 +159,8 @@ def cgm_state(n_patients: int) -> tuple[np.ndarray, np.ndarray]:
 def reading_alerts(patient, kind, t, v, flags, reason, thresholds, cgm_last_t, cgm_last_glu, out_reading, out_rule):
     """Evaluate the reading rules on a batch; write one row per alert.
 
-    Only readings with reason OK, a patient, and neither ARTIFACT nor CONTROL are
-    evaluated. Per reading, at most one rule per family is raised (the most severe), and
+    Only readings with reason OK, a patient, and not CONTROL are evaluated (ARTIFACT
+    readings are: see ``NOT_CLINICAL``). Per reading, at most one rule per family is raised (the most severe), and
     alerts come out in reading order, then in ``READING_FAMILIES`` order. Censored glucose
     (RANGE_LO / RANGE_HI) counts as below / above every glucose threshold and has no value.
 

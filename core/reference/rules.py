@@ -46,7 +46,7 @@ def reading_alerts(patient, kind, t, v, flags, reason, thresholds, cgm_last_t, c
     for i in range(n):
         p = int(patient[i])
         f = int(flags[i])
-        if int(reason[i]) != Reason.OK or p < 0 or f & (Flag.ARTIFACT | Flag.CONTROL):
+        if int(reason[i]) != Reason.OK or p < 0 or f & Flag.CONTROL:
             continue
         if int(kind[i]) not in (Kind.BP, Kind.GLU, Kind.CGM):
             continue

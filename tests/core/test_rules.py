@@ -102,11 +102,16 @@ def test_glucose_level_edges(impl, kind, value, flags, expected):
     assert rules_of(impl, glu(value, flags=flags, kind=kind)) == expected
 
 
-@pytest.mark.parametrize("flags", [Flag.ARTIFACT, Flag.CONTROL, Flag.CONTROL | Flag.RANGE_LO])
-def test_artifact_and_control_readings_raise_nothing(impl, flags):
+@pytest.mark.parametrize("flags", [Flag.CONTROL, Flag.CONTROL | Flag.RANGE_LO])
+def test_control_solution_readings_raise_nothing(impl, flags):
     batch = make_batch([bp(200.0, 130.0, 20.0, flags=flags), glu(1.0, flags=flags),
                         cgm(1.0, BASE_MS, -1.0, flags=flags)])
     assert run(impl, batch)[0] == []
+
+
+def test_readings_flagged_as_disturbed_still_raise_alerts(impl):
+    batch = make_batch([bp(200.0, 130.0, flags=Flag.ARTIFACT), glu(2.5, flags=Flag.ARTIFACT)])
+    assert run(impl, batch)[0] == [(0, Rule.BP_CRISIS), (1, Rule.GLU_LOW_L2)]
 
 
 def test_only_stored_bound_clinical_kinds_are_evaluated(impl):
