@@ -156,6 +156,14 @@ def cgm_state(n_patients: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @kernel
+def _emit(out_reading, out_rule, n_out, reading, rule):
+    """Write alert row ``n_out`` (reading index, rule); return the next row."""
+    out_reading[n_out] = reading
+    out_rule[n_out] = rule
+    return n_out + 1
+
+
+@kernel
 def reading_alerts(patient, kind, t, v, flags, reason, thresholds, cgm_last_t, cgm_last_glu, out_reading, out_rule):
     """Evaluate the reading rules on a batch; write one row per alert.
 
@@ -234,33 +242,21 @@ def reading_alerts(patient, kind, t, v, flags, reason, thresholds, cgm_last_t, c
             dia = v[i, 1]
             pulse = v[i, 3]
             if sys_ >= thresholds[p, Param.crisis_sys] or dia >= thresholds[p, Param.crisis_dia]:
-                out_reading[n_out] = i
-                out_rule[n_out] = Rule.BP_CRISIS
-                n_out += 1
+                n_out = _emit(out_reading, out_rule, n_out, i, Rule.BP_CRISIS)
             elif sys_ < thresholds[p, Param.low_sys]:
-                out_reading[n_out] = i
-                out_rule[n_out] = Rule.BP_LOW
-                n_out += 1
+                n_out = _emit(out_reading, out_rule, n_out, i, Rule.BP_LOW)
             if pulse < thresholds[p, Param.pulse_low] or pulse > thresholds[p, Param.pulse_high]:
-                out_reading[n_out] = i
-                out_rule[n_out] = Rule.PULSE
-                n_out += 1
+                n_out = _emit(out_reading, out_rule, n_out, i, Rule.PULSE)
             continue
         glu = v[i, 0]
         if (f & _CENSORED) != 0:
             glu = np.nan
         if (f & _LO) != 0 or glu < thresholds[p, Param.glu_low_l2]:
-            out_reading[n_out] = i
-            out_rule[n_out] = Rule.GLU_LOW_L2
-            n_out += 1
+            n_out = _emit(out_reading, out_rule, n_out, i, Rule.GLU_LOW_L2)
         elif glu < thresholds[p, Param.glu_low_l1]:
-            out_reading[n_out] = i
-            out_rule[n_out] = Rule.GLU_LOW_L1
-            n_out += 1
+            n_out = _emit(out_reading, out_rule, n_out, i, Rule.GLU_LOW_L1)
         elif (f & _HI) != 0 or glu > thresholds[p, Param.glu_high]:
-            out_reading[n_out] = i
-            out_rule[n_out] = Rule.GLU_HIGH
-            n_out += 1
+            n_out = _emit(out_reading, out_rule, n_out, i, Rule.GLU_HIGH)
         if k != _CGM:
             continue
         ti = t[i]
@@ -272,9 +268,7 @@ def reading_alerts(patient, kind, t, v, flags, reason, thresholds, cgm_last_t, c
             if elapsed <= _DERIVE_MAX:
                 rate = (glu - cgm_last_glu[p]) / (np.float64(elapsed) / 60000.0)
         if rate < -thresholds[p, Param.cgm_fall_rate] and glu < thresholds[p, Param.cgm_fall_below]:
-            out_reading[n_out] = i
-            out_rule[n_out] = Rule.CGM_FALLING
-            n_out += 1
+            n_out = _emit(out_reading, out_rule, n_out, i, Rule.CGM_FALLING)
         if ti > last_t:
             cgm_last_t[p] = ti
             cgm_last_glu[p] = glu

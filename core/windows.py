@@ -187,6 +187,19 @@ def _update(patient, kind, t, v, flags, reason, tz_min, thresholds, acc):
 
 
 @kernel
+def _emit(out_patient, out_rule, out_day, out_values, n_out, patient, rule, day, v0, v1, v2, v3):
+    """Write window alert row ``n_out`` (patient, rule, day, four values); return the next row."""
+    out_patient[n_out] = patient
+    out_rule[n_out] = rule
+    out_day[n_out] = day
+    out_values[n_out, 0] = v0
+    out_values[n_out, 1] = v1
+    out_values[n_out, 2] = v2
+    out_values[n_out, 3] = v3
+    return n_out + 1
+
+
+@kernel
 def _close(patients, days, thresholds, acc, out_patient, out_rule, out_day, out_values):
     """Evaluate BP_HOME_HIGH and CGM_TIR for each (patient, closing day).
 
@@ -245,14 +258,8 @@ def _close(patients, days, thresholds, acc, out_patient, out_rule, out_day, out_
             mean_sys = sum_sys / n
             mean_dia = sum_dia / n
             if mean_sys >= thresholds[p, Param.home_sys] or mean_dia >= thresholds[p, Param.home_dia]:
-                out_patient[n_out] = p
-                out_rule[n_out] = Rule.BP_HOME_HIGH
-                out_day[n_out] = days[j]
-                out_values[n_out, 0] = mean_sys
-                out_values[n_out, 1] = mean_dia
-                out_values[n_out, 2] = n
-                out_values[n_out, 3] = days_used
-                n_out += 1
+                n_out = _emit(out_patient, out_rule, out_day, out_values, n_out, p, Rule.BP_HOME_HIGH, days[j],
+                              mean_sys, mean_dia, n, days_used)
         # CGM_TIR over the closing day and the 13 before it.
         row = p * N_METRICS + 2
         count = 0.0
@@ -292,14 +299,8 @@ def _close(patients, days, thresholds, acc, out_patient, out_rule, out_day, out_
             or tbr_pct > thresholds[p, Param.tbr_max_pct]
             or cv_pct > thresholds[p, Param.cv_max_pct]
         ):
-            out_patient[n_out] = p
-            out_rule[n_out] = Rule.CGM_TIR
-            out_day[n_out] = days[j]
-            out_values[n_out, 0] = tir_pct
-            out_values[n_out, 1] = tbr_pct
-            out_values[n_out, 2] = cv_pct
-            out_values[n_out, 3] = data_pct
-            n_out += 1
+            n_out = _emit(out_patient, out_rule, out_day, out_values, n_out, p, Rule.CGM_TIR, days[j],
+                          tir_pct, tbr_pct, cv_pct, data_pct)
     return n_out
 
 

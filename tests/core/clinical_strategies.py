@@ -53,6 +53,15 @@ kinds = st.sampled_from([Kind.BP, Kind.BP, Kind.GLU, Kind.CGM, Kind.CGM, Kind.GL
 reasons = st.sampled_from([Reason.OK] * 8 + [Reason.RANGE, Reason.DUPLICATE, Reason.UNBOUND]).map(int)
 
 
+def make_batch(rows: list[tuple]) -> np.ndarray:
+    """A batch from (patient, kind, t, v, flags) rows; reason OK."""
+    batch = core.empty_batch(len(rows))
+    for i, (patient, kind, t, v, flags) in enumerate(rows):
+        batch["patient"][i], batch["kind"][i], batch["t"][i], batch["flags"][i] = patient, kind, t, flags
+        batch["v"][i, : len(v)] = v
+    return batch
+
+
 @st.composite
 def reading(draw, n_patients: int, time_pool: list[int]) -> dict:
     """One record's fields; times are drawn from a shared pool so duplicates happen."""

@@ -14,19 +14,10 @@ from core.codes import Flag, Kind, Reason
 from core.rules import (NO_CGM_TIME, READING_FAMILIES, RULES, SEVERITY_RANK, THRESHOLDS, Param, Rule, cgm_state,
                         default_thresholds)
 from tests.conftest import differential
-from tests.core.clinical_strategies import BASE_MS, mixed_batches, thresholds
+from tests.core.clinical_strategies import make_batch, BASE_MS, mixed_batches, thresholds
 
 NAN = float("nan")
 MIN = 60_000
-
-def make_batch(rows: list[tuple]) -> np.ndarray:
-    """A batch from (patient, kind, t, v, flags) rows; reason OK."""
-    batch = core.empty_batch(len(rows))
-    for i, (patient, kind, t, v, flags) in enumerate(rows):
-        batch["patient"][i], batch["kind"][i], batch["t"][i], batch["flags"][i] = patient, kind, t, flags
-        batch["v"][i, : len(v)] = v
-    return batch
-
 
 def bp(sys_, dia, pulse=NAN, patient=0, flags=0, t=BASE_MS):
     return (patient, Kind.BP, t, [sys_, dia, NAN, pulse], flags)

@@ -16,7 +16,7 @@ from core.codes import Flag, Kind, Reason
 from core.rules import Param, Rule, default_thresholds
 from core.windows import EMPTY_DAY, N_METRICS, RING_DAYS, WINDOW_ALERT_DTYPE, Acc, Metric
 from tests.conftest import DIFFERENTIAL_EXAMPLES, IMPLEMENTATIONS, differential
-from tests.core.clinical_strategies import BASE_DAY, DAY_MS, batches, mixed_batches, thresholds, tz_minutes
+from tests.core.clinical_strategies import make_batch, BASE_DAY, DAY_MS, batches, mixed_batches, thresholds, tz_minutes
 
 NAN = float("nan")
 HOUR = 3_600_000
@@ -25,15 +25,6 @@ D = BASE_DAY  # the day that closes in most tests
 def at(day: int, hour: float = 8.0, tz: int = 0) -> int:
     """ms UTC of a local time on a local day, in a zone tz minutes ahead of UTC."""
     return day * DAY_MS + int(hour * HOUR) - tz * 60_000
-
-
-def make_batch(rows: list[tuple]) -> np.ndarray:
-    """A batch from (patient, kind, t, v, flags) rows; reason OK."""
-    batch = core.empty_batch(len(rows))
-    for i, (patient, kind, t, v, flags) in enumerate(rows):
-        batch["patient"][i], batch["kind"][i], batch["t"][i], batch["flags"][i] = patient, kind, t, flags
-        batch["v"][i, : len(v)] = v
-    return batch
 
 
 def bp_days(per_day: dict[int, list[tuple[float, float]]], patient: int = 0, tz: int = 0) -> np.ndarray:
