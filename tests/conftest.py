@@ -30,3 +30,13 @@ IMPLEMENTATIONS = {"compiled": core.compiled, "reference": core.reference}
 def impl(request):
     """``core.compiled`` or ``core.reference``: the same test runs on both."""
     return IMPLEMENTATIONS[request.param]
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A real private Mosquitto on 127.0.0.1 (the gateway's own config), stopped afterwards."""
+    from gateway.broker import PrivateBroker
+
+    running = PrivateBroker.start(tmp_path / "broker")
+    yield running
+    running.stop()

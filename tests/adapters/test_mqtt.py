@@ -1,0 +1,152 @@
+"""The trio-driven paho link against a real Mosquitto: manual ack, redelivery, session, state."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import paho.mqtt.client as paho
+import pytest
+import trio
+
+from adapters.mqtt import STATE_OFFLINE, STATE_ONLINE, LinkSettings, MqttLink
+
+pytestmark = pytest.mark.trio
+
+TOPIC = "pmp/v1/dev/tono-1/m"
+
+
+def settings(broker, **overrides) -> LinkSettings:
+    return LinkSettings(host="127.0.0.1", port=broker.port, client_id="pmpgw-test", state_topic="pmp/v1/gateway/t/state",
+                        keepalive_s=5, **overrides)
+
+
+def publish(broker, payloads: list[bytes], topic: str = TOPIC) -> None:
+    """Publish at QoS 1 from a plain paho client and wait until the broker has them all."""
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="device", protocol=paho.MQTTv5)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    infos = [client.publish(topic, p, qos=1) for p in payloads]
+    for info in infos:
+        info.wait_for_publish(5)
+    client.loop_stop()
+    client.disconnect()
+
+
+def retained(broker, topic: str) -> bytes | None:
+    """The retained payload on ``topic``, read by a fresh subscriber."""
+    got: list[bytes] = []
+    done = threading.Event()
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="watcher", protocol=paho.MQTTv5)
+    client.on_message = lambda c, u, m: (got.append(m.payload), done.set())
+    client.connect("127.0.0.1", broker.port)
+    client.subscribe(topic, qos=1)
+    client.loop_start()
+    done.wait(3)
+    client.loop_stop()
+    client.disconnect()
+    return got[0] if got else None
+
+
+async def receive(link: MqttLink, n: int, timeout_s: float = 5.0) -> list:
+    out = []
+    with trio.move_on_after(timeout_s):
+        while len(out) < n:
+            out += await link.receive_batch(n - len(out), 0.05)
+    return out
+
+
+async def nothing_arrives(link: MqttLink, wait_s: float = 0.5) -> bool:
+    with trio.move_on_after(wait_s):
+        await link.receive_batch(1, 0)
+        return False
+    return True
+
+
+async def test_messages_arrive_in_order_and_acked_ones_are_not_redelivered(broker):
+    async with trio.open_nursery() as nursery:
+        link = MqttLink(settings(broker))
+        await nursery.start(link.run)
+        await trio.to_thread.run_sync(publish, broker, [b"%d" % i for i in range(20)])
+        got = await receive(link, 20)
+        assert [m.payload for m in got] == [b"%d" % i for i in range(20)]
+        assert link.ack(got) == 20
+        await link.close()
+    async with trio.open_nursery() as nursery:
+        again = MqttLink(settings(broker))
+        await nursery.start(again.run)
+        assert await nothing_arrives(again)
+        await again.close()
+
+
+async def test_unacked_messages_are_redelivered_to_the_restarted_gateway(broker):
+    async with trio.open_nursery() as nursery:
+        link = MqttLink(settings(broker))
+        await nursery.start(link.run)
+        await trio.to_thread.run_sync(publish, broker, [b"a", b"b", b"c"])
+        assert len(await receive(link, 3)) == 3
+        await link.close()
+    async with trio.open_nursery() as nursery:
+        restarted = MqttLink(settings(broker))
+        await nursery.start(restarted.run)
+        redelivered = await receive(restarted, 3)
+        assert sorted(m.payload for m in redelivered) == [b"a", b"b", b"c"]
+        restarted.ack(redelivered)
+        await restarted.close()
+
+
+async def test_acks_of_a_lost_connection_are_dropped_and_the_broker_redelivers(broker):
+    async with trio.open_nursery() as nursery:
+        link = MqttLink(settings(broker, reconnect_min_s=0.05))
+        await nursery.start(link.run)
+        await trio.to_thread.run_sync(publish, broker, [b"x", b"y"])
+        first = await receive(link, 2)
+        link._sock.shutdown(socket.SHUT_RDWR)  # the connection breaks under the gateway's feet
+        with trio.fail_after(5):
+            while link.stats.connections < 2 or not link.stats.connected:
+                await trio.sleep(0.01)
+        assert link.ack(first) == 0 and link.stats.stale_acks == 2
+        second = await receive(link, 2)
+        assert sorted(m.payload for m in second) == [b"x", b"y"]
+        assert {m.connection for m in second} == {2}
+        assert link.ack(second) == 2
+        await link.close()
+
+
+async def test_session_queues_messages_while_the_gateway_is_away(broker):
+    async with trio.open_nursery() as nursery:
+        link = MqttLink(settings(broker))
+        await nursery.start(link.run)
+        await link.close()
+    await trio.to_thread.run_sync(publish, broker, [b"%d" % i for i in range(50)])
+    async with trio.open_nursery() as nursery:
+        back = MqttLink(settings(broker))
+        await nursery.start(back.run)
+        got = await receive(back, 50)
+        assert sorted(m.payload for m in got) == sorted(b"%d" % i for i in range(50))
+        back.ack(got)
+        await back.close()
+
+
+async def test_state_topic_says_online_then_offline(broker):
+    async with trio.open_nursery() as nursery:
+        link = MqttLink(settings(broker))
+        await nursery.start(link.run)
+        await link.wait_connected()
+        await trio.sleep(0.1)
+        assert await trio.to_thread.run_sync(retained, broker, link.settings.state_topic) == STATE_ONLINE
+        await link.close()
+    assert await trio.to_thread.run_sync(retained, broker, link.settings.state_topic) == STATE_OFFLINE
+
+
+async def test_full_inbox_pauses_reading_but_loses_nothing(broker):
+    async with trio.open_nursery() as nursery:
+        link = MqttLink(settings(broker, inbox_limit=10))
+        await nursery.start(link.run)
+        await trio.to_thread.run_sync(publish, broker, [b"%d" % i for i in range(200)])
+        await trio.sleep(0.3)
+        assert link.stats.paused_reads > 0
+        got = await receive(link, 200)
+        assert [m.payload for m in got] == [b"%d" % i for i in range(200)]
+        link.ack(got)
+        await link.close()
