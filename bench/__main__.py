@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller inputs: the whole run in under two minutes")
     parser.add_argument("--only", nargs="+", metavar="MODULE",
                         help="run only these modules (e.g. core_pipeline); the JSON then holds only their figures")
-    parser.add_argument("--out", default=str(RESULTS_DIR / "latest.json"), help="where to write the JSON results")
+    parser.add_argument("--out", help="where to write the JSON results (default: bench/results/latest.json for a "
+                                      "full run, bench/results/partial.json with --quick or --only)")
     parser.add_argument("--readme", metavar="PATH",
                         help="also put the table, with this command line, between the bench markers of PATH")
     args = parser.parse_args(argv)
@@ -43,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         results.extend(importlib.import_module(name).run(args.quick))
         print(f"bench: {name} done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     print(table(results))
-    write_json(results, pathlib.Path(args.out))
-    print(f"\nwritten: {args.out}", file=sys.stderr)
+    out = pathlib.Path(args.out or RESULTS_DIR / ("partial.json" if args.quick or args.only else "latest.json"))
+    write_json(results, out)
+    print(f"\nwritten: {out}", file=sys.stderr)
     if args.readme:
         command = "python -m bench " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
         update_readme(pathlib.Path(args.readme), command.strip(), table(results))
