@@ -1,0 +1,84 @@
+"""store.insert_ceiling: how close does ``Store.commit_batch`` come to raw SQLite inserts of
+the same rows, with the same schema, sync mode (FULL) and batch size (1,000 rows)?
+
+value    rows/s stored through ``Store.commit_batch`` (columns built from the processed core
+         batch with numpy, counters, one transaction per batch);
+baseline rows/s of the same readings' parameter tuples, built before timing, inserted with
+         ``executemany`` of the store's own INSERT into a database of the same schema, one
+         transaction per 1,000 rows: SQLite's ceiling for this schema, no core or column work.
+
+Each run starts from an empty database in a temp dir on the project's disk (not tmpfs:
+fsync must cost what it costs in production).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sqlite3
+import tempfile
+
+import numpy as np
+
+import core.compiled
+from bench._harness import Result, best_seconds
+from bench.fleet import make_fleet
+from core.codes import Reason
+from core.pipeline import Pipeline
+from gateway.store import INSERT_READING, PRAGMAS, Store, reading_rows
+
+BATCH = 1_000  # rows per transaction
+PROJECT_DIR = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _processed(n: int) -> np.ndarray:
+    """A fleet batch of n readings after the core pipeline (about 5 % DUPLICATE)."""
+    fleet = make_fleet(n, 10_000)
+    pipeline = Pipeline(core.compiled, n_patients=fleet.n_patients, tz_min=fleet.tz_min, bindings=fleet.bindings,
+                        dedup_capacity=n)
+    batch = fleet.batch.copy()
+    pipeline.process(batch, fleet.now_ms)
+    return batch
+
+
+def run(quick: bool) -> list[Result]:
+    batch = _processed(100_000 if quick else 300_000)
+    now_ms = int(batch["rx"].max())
+    ok = batch[batch["reason"] == Reason.OK]
+    rows = reading_rows(ok)
+    work: dict = {}
+    with tempfile.TemporaryDirectory(dir=PROJECT_DIR, prefix=".bench-store-") as tmp:
+        counter = iter(range(1_000_000))
+
+        def fresh_store() -> None:
+            work["store"] = Store.open(pathlib.Path(tmp) / f"store{next(counter)}.db", synchronous="FULL")
+
+        def through_store() -> None:
+            store = work.pop("store")
+            for start in range(0, len(batch), BATCH):
+                store.commit_batch(batch[start:start + BATCH], now_ms=now_ms)
+            store.close()
+
+        def fresh_raw() -> None:
+            path = pathlib.Path(tmp) / f"raw{next(counter)}.db"
+            Store.open(path, synchronous="FULL").close()
+            conn = sqlite3.connect(path, isolation_level=None)
+            for pragma in PRAGMAS + ("PRAGMA synchronous = FULL",):
+                conn.execute(pragma)
+            work["conn"] = conn
+
+        def raw() -> None:
+            conn = work.pop("conn")
+            for start in range(0, len(rows), BATCH):
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(INSERT_READING, rows[start:start + BATCH])
+                conn.execute("COMMIT")
+            conn.close()
+
+        repeat = 2 if quick else 3
+        store_rate = len(ok) / best_seconds(through_store, repeat=repeat, setup=fresh_store)
+        raw_rate = len(ok) / best_seconds(raw, repeat=repeat, setup=fresh_raw)
+    note = (f"{len(ok):,} readings stored of {len(batch):,} (rest DUPLICATE), 10,000 patients, "
+            f"batches of {BATCH:,}, WAL synchronous=FULL, fresh DB on the project disk; "
+            f"UNIQUE(device, dedup_tag, dedup_key) + index (patient, t)")
+    return [Result("store.insert_ceiling", "rows/s", store_rate, "raw executemany, same schema", raw_rate,
+                   note=note)]

@@ -1,0 +1,375 @@
+"""gateway.store on real SQLite files: schema, batches, dedup, registry, alerts, windows, errors."""
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+import core
+import core.compiled
+from bench.fleet import make_fleet
+from core.codes import NO_USER, Flag, Kind, Reason
+from core.dedup import DedupTable
+from core.pipeline import Pipeline
+from core.windows import WindowState
+from gateway.store import MIGRATIONS, COOLDOWN_MS, RegistryError, Store, StoreError
+
+NOW = 1_764_072_000_000
+HOUR = 3_600_000
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store.open(tmp_path / "pmp.db") as s:
+        yield s
+
+
+def registry(store, n_patients=2):
+    """Patients P0.., devices D0.. bound to P0.. for all time (device i -> patient i)."""
+    for i in range(n_patients):
+        assert store.add_patient(f"P{i}", programmes=["AH", "DM2"], tz="Europe/Moscow", now_ms=NOW) == i
+        assert store.add_device(f"D{i}", "bp", now_ms=NOW) == i
+        store.bind(f"D{i}", f"P{i}", 0)
+
+
+def reading(kind, values, *, device=0, seq=1, t=NOW - 60_000, reason=Reason.OK, patient=0):
+    batch = core.empty_batch(1)
+    batch["kind"], batch["device"], batch["seq"], batch["t"], batch["rx"] = kind, device, seq, t, NOW
+    batch["flags"] = Flag.HAS_TIME | Flag.HAS_SEQ
+    batch["v"][0, : len(values)] = values
+    batch["reason"], batch["patient"] = reason, patient
+    batch["fingerprint"] = seq * 1000 + int(np.nan_to_num(values[0]))
+    return batch
+
+
+def test_migrations_from_empty_and_reopen(tmp_path):
+    path = tmp_path / "pmp.db"
+    with Store.open(path) as store:
+        assert store.schema_version() == MIGRATIONS[-1][0]
+        store.add_device("D0", "glu")
+    with Store.open(path, synchronous="NORMAL") as store:
+        assert store.schema_version() == MIGRATIONS[-1][0]
+        assert store.device_index() == {"D0": 0}
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == len(MIGRATIONS)
+        conn.close()
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "pmp.db"
+    Store.open(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO schema_migrations VALUES (999, 'future', 0)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="upgrade pmp-gateway") as info:
+        Store.open(path)
+    assert info.value.reason == "SCHEMA"
+
+
+def processed_fleet(n=5_000, n_patients=50):
+    fleet = make_fleet(n, n_patients)
+    pipeline = Pipeline(core.compiled, n_patients=fleet.n_patients, tz_min=fleet.tz_min, bindings=fleet.bindings)
+    batch = fleet.batch.copy()
+    batch["device"][:3] = 2 * n_patients  # an unregistered device index: UNBOUND
+    alerts = pipeline.process(batch, fleet.now_ms)
+    return fleet, pipeline, batch, alerts
+
+
+def test_commit_stores_each_ok_row_once_and_quarantines_the_rest(store):
+    fleet, pipeline, batch, _ = processed_fleet()
+    reasons = np.bincount(batch["reason"], minlength=11)
+    assert reasons[Reason.UNBOUND] == 3 and reasons[Reason.DUPLICATE] > 0
+    payloads = [b"msg-%d" % i for i in range(len(batch))]
+    message = np.arange(len(batch), dtype=np.int32)
+    element = np.zeros(len(batch), dtype=np.int32)
+    result = store.commit_batch(batch, now_ms=fleet.now_ms, payloads=payloads, message=message, element=element,
+                                topics=[f"pmp/v1/dev/X{i}/m" for i in range(len(batch))])
+    assert result.stored == reasons[Reason.OK] == len(store.dedup_keys())
+    assert result.duplicate == reasons[Reason.DUPLICATE]
+    assert result.quarantined == {"UNBOUND": 3}
+    ok = batch["reason"] == Reason.OK
+    assert (result.reading_ids[~ok] == -1).all()
+    assert sorted(result.reading_ids[ok].tolist()) == list(range(1, result.stored + 1))
+    rows = store.quarantine(reason="UNBOUND")
+    assert [(q["payload"], q["element"], q["topic"], q["device"]) for q in rows] == [
+        (b"msg-%d" % i, 0, f"pmp/v1/dev/X{i}/m", None) for i in range(3)]
+    again = store.commit_batch(batch, now_ms=fleet.now_ms)
+    assert again.stored == 0 and again.duplicate == reasons[Reason.OK] + reasons[Reason.DUPLICATE]
+    assert (again.reading_ids[ok] == result.reading_ids[ok]).all()
+    assert len(store.dedup_keys()) == result.stored
+    counters = store.counters()
+    assert counters["received"] == 2 * len(batch) and counters["stored"] == result.stored
+    assert counters["quarantined"] == {"UNBOUND": 6}
+
+
+def test_dedup_keys_rebuild_the_core_table(store):
+    fleet, pipeline, batch, _ = processed_fleet()
+    store.commit_batch(batch, now_ms=fleet.now_ms)
+    keys = store.dedup_keys()
+    assert np.array_equal(keys, pipeline.dedup.keys())
+    table = DedupTable.from_keys(keys)
+    resent = fleet.batch.copy()
+    resent["device"][:3] = 2 * fleet.n_patients
+    core.validate(resent["kind"], resent["flags"], resent["t"], resent["rx"], resent["v"], resent["reason"],
+                  fleet.now_ms)
+    core.bind(resent["device"], resent["user"], resent["t"], resent["reason"], resent["patient"], fleet.bindings)
+    table.check_and_insert(resent["device"], resent["kind"], resent["flags"], resent["seq"], resent["fingerprint"],
+                           resent["t"], resent["reason"])
+    assert set(resent["reason"].tolist()) == {Reason.DUPLICATE, Reason.UNBOUND}
+    since = int(np.median(keys["t"]))
+    assert (store.dedup_keys(since_t=since)["t"] >= since).all()
+
+
+def test_uint64_fingerprints_round_trip(store):
+    registry(store, 1)
+    batch = np.concatenate([reading(Kind.GLU, (5.5,), seq=s) for s in range(4)])
+    batch["flags"][2:] = Flag.HAS_TIME  # no seq: the fingerprint is the key
+    batch["fingerprint"] = [0, 2**63 - 1, 2**63, 2**64 - 1]
+    store.commit_batch(batch, now_ms=NOW)
+    keys = store.dedup_keys()
+    assert sorted(keys["fingerprint"].tolist()) == [0, 2**63 - 1, 2**63, 2**64 - 1]
+    assert sorted(keys["key"][keys["tag"] == 2].tolist()) == [2**63, 2**64 - 1]
+    replay, _ = store.readings_batch()
+    assert replay["fingerprint"].tolist() == batch["fingerprint"].tolist()
+
+
+def test_store_level_duplicate_and_conflict(store):
+    registry(store, 1)
+    first = reading(Kind.BP, (120, 80, np.nan, 70), seq=7)
+    store.commit_batch(first, now_ms=NOW)
+    same, other = first.copy(), reading(Kind.BP, (150, 90, np.nan, 70), seq=7)
+    result = store.commit_batch(np.concatenate([same, other]), now_ms=NOW, payloads=[b"a", b"b"],
+                                message=np.array([0, 1], dtype=np.int32))
+    assert result.reason.tolist() == [Reason.DUPLICATE, Reason.CONFLICT]
+    assert result.reading_ids.tolist() == [1, -1]
+    assert [(q["reason"], q["payload"]) for q in store.quarantine()] == [("CONFLICT", b"b")]
+    assert [r["sys"] for r in store.readings("P0")] == [120.0]
+
+
+def test_readings_query_columns(store):
+    registry(store, 1)
+    bp = reading(Kind.BP, (185, 95, 125, 80), seq=1)
+    glu = reading(Kind.GLU, (np.nan,), seq=2, t=NOW - 30_000)
+    glu["flags"] |= np.uint16(Flag.RANGE_LO)
+    glu["user"] = 2
+    store.commit_batch(np.concatenate([bp, glu]), now_ms=NOW, meal=np.array([0xFF, 3], dtype=np.uint8),
+                       battery=np.array([np.nan, 40.0]))
+    got = store.readings("P0")
+    assert [(r["device"], r["patient"], r["seq"], r["type"], r["sys"], r["dia"], r["pul"], r["glu"], r["range"],
+             r["meal"], r["battery"]) for r in got] == [
+        ("D0", "P0", 1, "bp", 185.0, 95.0, 80.0, None, None, None, None),
+        ("D0", "P0", 2, "glu", None, None, None, None, "LO", "fasting", 40.0)]
+    replay, ids = store.readings_batch()
+    assert ids.tolist() == [1, 2] and replay["user"].tolist() == [NO_USER, 2]
+    assert np.array_equal(replay["v"], np.concatenate([bp, glu])["v"], equal_nan=True)
+
+
+def test_glucose_context_values_round_trip(store):
+    registry(store, 1)
+    ctx = reading(Kind.GLU_CONTEXT, (0.05, np.nan, 7.1, np.nan), seq=3)
+    ctx["aux"][0, :2] = (1, 2)
+    store.commit_batch(ctx, now_ms=NOW)
+    replay, _ = store.readings_batch()
+    assert np.array_equal(replay["v"], ctx["v"], equal_nan=True)
+    assert replay["aux"].tolist() == ctx["aux"].tolist()
+    assert store.dedup_keys()["tag"].tolist() == [3]
+
+
+def test_bindings_intervals_and_overlap_refusal(store):
+    store.add_patient("A", now_ms=NOW)
+    store.add_patient("B", now_ms=NOW)
+    store.add_device("CUFF", "bp")
+    store.bind("CUFF", "A", 0, 1_000)
+    store.bind("CUFF", "B", 1_000)
+    with pytest.raises(RegistryError, match="already bound to patient 'B'") as info:
+        store.bind("CUFF", "A", 5_000, 6_000)
+    assert info.value.reason == "OVERLAP"
+    store.bind("CUFF", "A", 500, user=1)  # another slot: no overlap
+    with pytest.raises(RegistryError, match="not registered"):
+        store.bind("NOPE", "A", 0)
+    with pytest.raises(RegistryError, match="ends"):
+        store.bind("CUFF", "A", 10, 5)
+    store.unbind("CUFF", 2_000)
+    store.bind("CUFF", "A", 2_000)
+    bindings = store.bindings()
+    assert bindings.n_devices == 1
+    assert sorted(bindings.rows.tolist()) == sorted([(0, NO_USER, 0, 1_000, 0), (0, NO_USER, 1_000, 2_000, 1),
+                                                     (0, NO_USER, 2_000, core.OPEN_END, 0),
+                                                     (0, 1, 500, core.OPEN_END, 0)])
+    device, user = np.array([0, 0, 0], dtype=np.int32), np.array([NO_USER, NO_USER, 1], dtype=np.uint8)
+    t, reason = np.array([999, 1_500, 1_500], dtype=np.int64), np.zeros(3, dtype=np.uint8)
+    patient = np.full(3, -1, dtype=np.int32)
+    core.bind(device, user, t, reason, patient, bindings)
+    assert patient.tolist() == [0, 1, 0]
+
+
+def test_registry_input_errors(store):
+    with pytest.raises(RegistryError, match="BLE address") as info:
+        store.add_device("bad/id", "bp")
+    assert info.value.reason == "INVALID" and isinstance(info.value, ValueError)
+    assert store.add_device("AA:BB:CC:DD:EE:FF", "glu") == 0
+    with pytest.raises(RegistryError, match="already exists"):
+        store.add_device("AA:BB:CC:DD:EE:FF", "glu")
+    with pytest.raises(RegistryError, match="kind"):
+        store.add_device("X", "scale")
+    with pytest.raises(RegistryError, match="IANA"):
+        store.add_patient("P", tz="Mars/Olympus")
+    with pytest.raises(RegistryError, match="programmes"):
+        store.add_patient("P", programmes=["XX"])
+    with pytest.raises(RegistryError, match="add the staff member first"):
+        store.add_patient("P", physician="doc")
+    store.add_staff("doc", "Dr Who", "physician")
+    assert store.add_patient("P", physician="doc", tz="Asia/Kolkata", now_ms=NOW) == 0
+    assert store.tz_offsets().tolist() == [330]
+
+
+def crisis_alert(rows, t=NOW - 60_000, late=False):
+    return {"patient": 0, "rule": "BP_CRISIS", "t": t, "late": late, "values": {"sys": 185}, "rows": rows}
+
+
+def test_one_open_alert_per_patient_and_rule_with_cooldown(store):
+    registry(store, 1)
+    store.add_staff("nurse1", "N", "nurse")
+    first = store.commit_batch(reading(Kind.BP, (185, 95, np.nan, 80), seq=1), now_ms=NOW, alerts=[crisis_alert([0])])
+    [alert] = first.alerts
+    assert {k: alert[k] for k in ("patient", "rule", "severity", "route", "late", "readings", "state")} == {
+        "patient": "P0", "rule": "BP_CRISIS", "severity": "emergency", "route": ["physician", "nurse"],
+        "late": False, "readings": [1], "state": "open"}
+    second = store.commit_batch(reading(Kind.BP, (190, 95, np.nan, 80), seq=2), now_ms=NOW + HOUR,
+                                alerts=[crisis_alert([0])])
+    assert second.alerts == [] and second.alerts_updated == 1
+    store.acknowledge_alert(alert["id"], by="nurse1", at_ms=NOW + 2 * HOUR, note="called")
+    third = store.commit_batch(reading(Kind.BP, (200, 95, np.nan, 80), seq=3), now_ms=NOW + HOUR + COOLDOWN_MS,
+                               alerts=[crisis_alert([0])])
+    [renotified] = third.alerts
+    assert renotified["id"] == alert["id"] and renotified["readings"] == [1, 2, 3]
+    assert renotified["state"] == "acknowledged"
+    assert len(store.alerts()) == 1
+    store.resolve_alert(alert["id"], by="nurse1", at_ms=NOW + 9 * HOUR)
+    with pytest.raises(RegistryError, match="cannot become acknowledged") as info:
+        store.acknowledge_alert(alert["id"], by="nurse1", at_ms=NOW + 9 * HOUR)
+    assert info.value.reason == "STATE"
+    fourth = store.commit_batch(reading(Kind.BP, (181, 95, np.nan, 80), seq=4), now_ms=NOW + 10 * HOUR,
+                                alerts=[crisis_alert([0])])
+    assert fourth.alerts[0]["id"] != alert["id"]
+    assert [a["state"] for a in store.alerts()] == ["resolved", "open"]
+    assert store.alerts_open() == {"emergency": 1}
+    assert [(e["actor"], e["action"]) for e in store.alert_events(alert["id"])] == [
+        ("gateway", "raised"), ("gateway", "updated"), ("nurse1", "acknowledged"), ("gateway", "renotified"),
+        ("nurse1", "resolved")]
+    conn = sqlite3.connect(store.path)
+    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):  # the index itself refuses a second open one
+        conn.execute("INSERT INTO alerts (patient, rule, severity, route, t, raised, updated, notified, late, "
+                     "values_json) SELECT patient, rule, severity, route, t, raised, updated, notified, late, "
+                     "values_json FROM alerts WHERE state = 'open'")
+    conn.close()
+
+
+def test_late_alert_is_renotified_when_a_current_reading_confirms_it(store):
+    registry(store, 1)
+    store.commit_batch(reading(Kind.BP, (185, 95, np.nan, 80), seq=1), now_ms=NOW, alerts=[crisis_alert([0], late=True)])
+    result = store.commit_batch(reading(Kind.BP, (186, 95, np.nan, 80), seq=2), now_ms=NOW + 1,
+                                alerts=[crisis_alert([0])])
+    assert [a["late"] for a in result.alerts] == [False]
+
+
+def test_alert_of_a_redelivered_reading_is_dropped(store):
+    registry(store, 1)
+    batch = reading(Kind.BP, (185, 95, np.nan, 80), seq=1)
+    store.commit_batch(batch, now_ms=NOW, alerts=[crisis_alert([0])])
+    again = store.commit_batch(batch, now_ms=NOW + COOLDOWN_MS, alerts=[crisis_alert([0])])
+    assert again.alerts == [] and again.alerts_updated == 0
+    assert [e["action"] for e in store.alert_events(1)] == ["raised"]
+
+
+def test_window_arrays_round_trip_and_replay(store):
+    fleet = make_fleet(3_000, 20)
+    for i in range(fleet.n_patients):
+        store.add_patient(f"P{i}", tz="Europe/Moscow", now_ms=NOW)
+    pipeline = Pipeline(core.compiled, n_patients=fleet.n_patients, tz_min=fleet.tz_min, bindings=fleet.bindings)
+    head, tail = fleet.batch[:2_000].copy(), fleet.batch[2_000:].copy()
+    pipeline.process(head, fleet.now_ms)
+    first = store.commit_batch(head, now_ms=NOW, windows=pipeline.windows.arrays())
+    arrays, through = store.load_windows()
+    assert through == first.stored
+    restored = WindowState.from_arrays(**arrays)
+    assert np.array_equal(restored.arrays()["acc"], pipeline.windows.arrays()["acc"])
+    assert restored.tz_min.tolist() == [180] * fleet.n_patients
+    pipeline.process(tail, fleet.now_ms)
+    second = store.commit_batch(tail, now_ms=NOW)
+    replay, ids = store.readings_batch(after_id=through)
+    assert len(ids) == second.stored
+    restored.update(replay)
+    assert np.array_equal(restored.arrays()["acc"], pipeline.windows.arrays()["acc"])
+    dirty = np.unique(tail["patient"][tail["reason"] == Reason.OK][:10])
+    store.save_windows({**pipeline.windows.arrays(), "patients": dirty})
+    arrays, through = store.load_windows()
+    assert through == first.stored + second.stored
+    assert np.array_equal(arrays["acc"].reshape(20, -1)[dirty],
+                          pipeline.windows.arrays()["acc"].reshape(20, -1)[dirty])
+
+
+def test_locked_database_fails_the_commit_and_writes_nothing(tmp_path):
+    path = tmp_path / "pmp.db"
+    with Store.open(path, busy_timeout_ms=50) as store:
+        registry(store, 1)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreError, match="locked by another connection") as info:
+            store.commit_batch(reading(Kind.BP, (120, 80, np.nan, 70)), now_ms=NOW)
+        assert info.value.reason == "LOCKED"
+        other.execute("ROLLBACK")
+        other.close()
+        assert store.readings("P0") == [] and store.counters()["received"] == 0
+        assert store.commit_batch(reading(Kind.BP, (120, 80, np.nan, 70)), now_ms=NOW).stored == 1
+
+
+def test_full_disk_rolls_the_whole_batch_back(tmp_path):
+    path = tmp_path / "pmp.db"
+    with Store.open(path) as store:
+        registry(store, 1)
+        pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+        store._conn.execute(f"PRAGMA max_page_count = {pages + 3}")
+        fleet = make_fleet(3_000, 1)
+        batch = fleet.batch.copy()
+        batch["reason"], batch["patient"] = Reason.OK, 0
+        batch["device"] = 0
+        batch["seq"] = np.arange(len(batch))
+        with pytest.raises(StoreError, match="full") as info:
+            store.commit_batch(batch, now_ms=NOW, payloads=[b"x"], message=np.zeros(len(batch), dtype=np.int32))
+        assert info.value.reason == "FULL"
+        assert store.count_readings() == 0 and store.counters()["received"] == 0
+        assert store.commit_batch(batch[:1], now_ms=NOW).stored == 1
+
+
+def test_registry_version_notices_another_connection(tmp_path):
+    path = tmp_path / "pmp.db"
+    with Store.open(path) as gateway, Store.open(path) as cli:
+        before = gateway.registry_version()
+        assert gateway.registry_version() == before
+        cli.add_device("NEW", "cgm")
+        assert gateway.registry_version() != before
+        assert gateway.device_index() == {"NEW": 0}
+
+
+def test_quarantine_keeps_one_payload_per_message_and_details(store):
+    registry(store, 1)
+    batch = np.concatenate([reading(Kind.BP, (20, 80, np.nan, 70), seq=s, reason=Reason.RANGE) for s in range(3)])
+    batch["flags"][2] = Flag.HAS_SEQ  # no time
+    store.commit_batch(batch, now_ms=NOW, payloads=[b"[...three maps...]"], message=np.zeros(3, dtype=np.int32),
+                       element=np.arange(3, dtype=np.int32), details={1: "sys 20 mmHg below 40"})
+    rows = store.quarantine(device="D0")
+    assert [(q["reason"], q["element"], q["seq"], q["detail"]) for q in rows] == [
+        ("RANGE", 0, 0, "implausible value"), ("RANGE", 1, 1, "sys 20 mmHg below 40"), ("RANGE", 2, 2,
+                                                                                        "implausible value")]
+    assert [q["t"] is None for q in rows] == [False, False, True]
+    assert {q["payload"] for q in rows} == {b"[...three maps...]"}
+    conn = sqlite3.connect(store.path)
+    assert conn.execute("SELECT COUNT(*) FROM quarantine_payloads").fetchone()[0] == 1
+    conn.close()
+
+
+def test_db_bytes_counts_the_file_and_its_wal(store):
+    assert store.db_bytes() > 0
