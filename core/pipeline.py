@@ -40,6 +40,24 @@ class Pipeline:
         self.windows = impl.WindowState(n_patients, tz_min)
         self.cgm_last_t, self.cgm_last_glu = cgm_state(n_patients)
 
+    def set_registry(self, *, tz_min: np.ndarray, bindings: Bindings) -> None:
+        """Take a changed registry: new bindings, and patients' offsets (int16[n_patients]).
+
+        Patients are only ever added: state grows for the new ones (default thresholds, no
+        CGM history) and keeps everything it knew.
+        """
+        n_old, n_new = len(self.cgm_last_t), len(tz_min)
+        if n_new < n_old:
+            raise ValueError(f"the registry lost patients: {n_old} -> {n_new}")
+        if n_new > n_old:
+            self.windows.grow(n_new)
+            self.thresholds = np.concatenate([self.thresholds, default_thresholds(n_new - n_old)])
+            last_t, last_glu = cgm_state(n_new - n_old)
+            self.cgm_last_t = np.concatenate([self.cgm_last_t, last_t])
+            self.cgm_last_glu = np.concatenate([self.cgm_last_glu, last_glu])
+        self.windows.tz_min = np.asarray(tz_min, dtype=np.int16).copy()
+        self.bindings = bindings
+
     def process(self, batch: np.ndarray, now_ms: int) -> np.ndarray:
         """Run every stage on ``batch`` (READING_DTYPE, updated in place: reason, patient,
         flags, t) at gateway time ``now_ms``; return its reading alerts

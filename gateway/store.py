@@ -245,7 +245,9 @@ EXTRA_FIELDS: dict[Kind, tuple[tuple[str | None, ...], tuple[str | None, ...]]] 
     Kind.GLU_CONTEXT: (("carbohydrate_kg", "medication", "hba1c_pct", "exercise_s"),
                        ("carbohydrate_id", "meal", "tester", "health", "exercise_pct", "medication_id")),
 }
-DEVICE_KINDS = ("bp", "glu", "cgm", "hub")
+# "unknown": registered by the gateway on first sight of an unregistered publisher (its
+# readings are UNBOUND until a device administrator sets its kind and binds it).
+DEVICE_KINDS = ("bp", "glu", "cgm", "hub", "unknown")
 PROGRAMMES = ("AH", "DM1", "DM2")
 STAFF_ROLES = ("physician", "nurse", "device_admin", "personal_admin", "head", "monitoring_admin")
 # Default quarantine detail per reason, when the caller gives none.

@@ -83,3 +83,17 @@ def test_compiled_pipeline_equals_twin(batch_list):
         b = twin.process(twin_batch, NOW_MS)
         assert batch.tobytes() == twin_batch.tobytes()
         assert a.tobytes() == b.tobytes()
+
+
+def test_registry_growth_keeps_state_and_serves_new_patients(impl):
+    core_pipeline = pipeline(impl)
+    core_pipeline.process(reading(Kind.GLU, (2.5,), device=0), NOW_MS)
+    grown = Bindings.from_tuples([(d, NO_USER, 0, OPEN_END, d) for d in range(5)], n_devices=5)
+    core_pipeline.set_registry(tz_min=np.array([180, 0, -300, 60, 0], dtype=np.int16), bindings=grown)
+    batch = np.concatenate([reading(Kind.GLU, (2.5,), device=4, seq=9), reading(Kind.GLU, (2.5,), device=0)])
+    alerts = core_pipeline.process(batch, NOW_MS)
+    assert batch["patient"].tolist() == [4, 0]
+    assert batch["reason"].tolist() == [Reason.OK, Reason.DUPLICATE]
+    assert [(a["reading"], Rule(a["rule"])) for a in alerts] == [(0, Rule.GLU_LOW_L2)]
+    with pytest.raises(ValueError, match="lost patients"):
+        core_pipeline.set_registry(tz_min=TZ, bindings=BINDINGS)

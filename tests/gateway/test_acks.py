@@ -1,0 +1,20 @@
+"""Highest contiguous committed sequence per publisher."""
+
+from gateway.acks import ContiguousAcks
+
+
+def test_ack_moves_only_over_contiguous_runs():
+    acks = ContiguousAcks()
+    assert acks.commit("tono-1", [5, 6, 7]) == 7
+    assert acks.commit("tono-1", [9, 10]) is None  # 8 is missing: hold the ack back
+    assert acks.acked("tono-1") == 7
+    assert acks.commit("tono-1", [8]) == 10
+    assert acks.commit("tono-1", [3, 10]) is None  # late or re-sent: already covered
+
+
+def test_publishers_are_independent_and_empty_commits_change_nothing():
+    acks = ContiguousAcks()
+    assert acks.commit("a", []) is None and acks.acked("a") is None
+    assert acks.commit("a", [0]) == 0
+    assert acks.commit("b", [100, 101]) == 101
+    assert acks.acked("a") == 0
