@@ -1,0 +1,97 @@
+"""MQTT topic names of the wire contract (DESIGN.md "Topics"): parse what arrives, build what leaves.
+
+Inbound, the gateway subscribes to two topics and nothing else:
+
+    pmp/v1/dev/{device_id}/m     reading maps of one device (Route.READINGS)
+    pmp/v1/hub/{hub_id}/gatt     GATT record maps of a home hub's BLE meters (Route.GATT)
+
+``device_id`` and ``hub_id`` are 1-64 characters of ``[A-Za-z0-9_.-]`` (they double as MQTT
+user names, which may hold neither ``:`` nor ``/``). A BLE meter behind a hub never connects
+itself; it is named in each GATT record by its address, six upper-case hex octets joined by
+colons (``AA:BB:CC:DD:EE:FF``). The two name forms cannot collide (only addresses hold ``:``),
+so devices, hubs and BLE meters share one registry (``adapters.devices.DeviceIndex``).
+
+Any other topic, or an id outside these forms, is reason TOPIC (``adapters.inbound``).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import NamedTuple
+
+PREFIX = "pmp/v1"
+
+
+class Route(enum.Enum):
+    """What a subscribed topic carries."""
+
+    READINGS = "m"
+    GATT = "gatt"
+
+
+# Route -> (topic filter the gateway subscribes to, publisher segment, last segment).
+# The one table of inbound topics: parse_topic and SUBSCRIPTIONS are both read from it.
+INBOUND: dict[Route, tuple[str, str, str]] = {
+    Route.READINGS: (f"{PREFIX}/dev/+/m", "dev", "m"),
+    Route.GATT: (f"{PREFIX}/hub/+/gatt", "hub", "gatt"),
+}
+
+SUBSCRIPTIONS: tuple[str, ...] = tuple(topic_filter for topic_filter, _, _ in INBOUND.values())
+
+_ID = r"[A-Za-z0-9_.\-]{1,64}"
+_ID_RE = re.compile(_ID)
+_BLE_ADDRESS_RE = re.compile(r"[0-9A-F]{2}(?::[0-9A-F]{2}){5}")
+_INBOUND_RE = re.compile(
+    f"{re.escape(PREFIX)}/(?:"
+    + "|".join(f"(?P<{route.name}>{segment}/{_ID}/{last})" for route, (_, segment, last) in INBOUND.items())
+    + ")"
+)
+
+
+class Topic(NamedTuple):
+    """A parsed inbound topic: its route and the publisher's id (device id or hub id)."""
+
+    route: Route
+    publisher: str
+
+
+def parse_topic(topic: object) -> Topic | None:
+    """The route and publisher id of an inbound topic, or None when it is not one (TOPIC).
+
+    Accepts any object so that a caller never has to check first: only a ``str`` that
+    matches one of the INBOUND forms exactly (no trailing newline, no extra level) parses.
+    """
+    if type(topic) is not str:
+        return None
+    match = _INBOUND_RE.fullmatch(topic)
+    if match is None:
+        return None
+    route = Route[match.lastgroup]
+    return Topic(route, topic.split("/")[3])
+
+
+def is_publisher_id(name: object) -> bool:
+    """True for a device, hub or patient id: 1-64 characters of ``[A-Za-z0-9_.-]``."""
+    return type(name) is str and _ID_RE.fullmatch(name) is not None
+
+
+def is_ble_address(name: object) -> bool:
+    """True for a BLE meter's name: ``AA:BB:CC:DD:EE:FF``, upper-case hex with colons."""
+    return type(name) is str and _BLE_ADDRESS_RE.fullmatch(name) is not None
+
+
+def device_ack_topic(device_id: str) -> str:
+    """``pmp/v1/dev/{device_id}/ack``: the gateway's ``{"seq": N}`` for a device."""
+    return f"{PREFIX}/dev/{_checked(device_id)}/ack"
+
+
+def hub_ack_topic(hub_id: str) -> str:
+    """``pmp/v1/hub/{hub_id}/ack``: the gateway's ``{"hseq": N}`` for a hub."""
+    return f"{PREFIX}/hub/{_checked(hub_id)}/ack"
+
+
+def _checked(name: str) -> str:
+    if not is_publisher_id(name):
+        raise ValueError(f"not a device or hub id (1-64 of [A-Za-z0-9_.-]): {name!r}")
+    return name
