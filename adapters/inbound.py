@@ -99,18 +99,20 @@ def decode_messages(messages: Sequence[Inbound], devices: DeviceIndex) -> Decode
     readings = _ReadingRows()
     gatt = GattRecords(devices)
     for i, (topic, payload, rx_ms) in enumerate(messages):
-        route = parse_topic(topic)
+        parsed = parse_topic(topic)
         if type(payload) is not bytes:
             payload = bytes(payload) if isinstance(payload, (bytearray, memoryview)) else None
-        if route is None:
+        if parsed is None:
             readings.reject_message(i, NO_DEVICE, rx_ms, payload, Rejected(Reason.TOPIC, "not an inbound topic", topic))
-        elif payload is None:
-            readings.reject_message(i, devices.index(route.publisher), rx_ms, payload,
+            continue
+        route, publisher = parsed
+        if payload is None:
+            readings.reject_message(i, devices.index(publisher), rx_ms, payload,
                                     Rejected(Reason.DECODE, "payload is not bytes"))
-        elif route.route is Route.READINGS:
-            readings.add(payload, i, devices.index(route.publisher), rx_ms)
+        elif route is Route.READINGS:
+            readings.add(payload, i, devices.index(publisher), rx_ms)
         else:
-            gatt.add(payload, i, devices.index(route.publisher), rx_ms)
+            gatt.add(payload, i, devices.index(publisher), rx_ms)
     return _merge(readings.finish(), gatt.decode())
 
 

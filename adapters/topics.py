@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import NamedTuple
 
 PREFIX = "pmp/v1"
 
@@ -39,36 +38,29 @@ INBOUND: dict[Route, tuple[str, str, str]] = {
 
 SUBSCRIPTIONS: tuple[str, ...] = tuple(topic_filter for topic_filter, _, _ in INBOUND.values())
 
-_ID = r"[A-Za-z0-9_.\-]{1,64}"
-_ID_RE = re.compile(_ID)
+_ID_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _BLE_ADDRESS_RE = re.compile(r"[0-9A-F]{2}(?::[0-9A-F]{2}){5}")
-_INBOUND_RE = re.compile(
-    f"{re.escape(PREFIX)}/(?:"
-    + "|".join(f"(?P<{route.name}>{segment}/{_ID}/{last})" for route, (_, segment, last) in INBOUND.items())
-    + ")"
-)
+_PREFIX_LEVELS = PREFIX.split("/")
+# (publisher segment, last segment) -> route, from INBOUND
+_ROUTE_OF = {(segment, last): route for route, (_, segment, last) in INBOUND.items()}
 
 
-class Topic(NamedTuple):
-    """A parsed inbound topic: its route and the publisher's id (device id or hub id)."""
-
-    route: Route
-    publisher: str
-
-
-def parse_topic(topic: object) -> Topic | None:
-    """The route and publisher id of an inbound topic, or None when it is not one (TOPIC).
+def parse_topic(topic: object) -> tuple[Route, str] | None:
+    """``(route, publisher id)`` of an inbound topic (the device id or hub id in it), or None
+    when it is not one (reason TOPIC). A plain tuple: this runs once per message.
 
     Accepts any object so that a caller never has to check first: only a ``str`` that
     matches one of the INBOUND forms exactly (no trailing newline, no extra level) parses.
     """
     if type(topic) is not str:
         return None
-    match = _INBOUND_RE.fullmatch(topic)
-    if match is None:
+    levels = topic.split("/")
+    if len(levels) != 5 or levels[:2] != _PREFIX_LEVELS:
         return None
-    route = Route[match.lastgroup]
-    return Topic(route, topic.split("/")[3])
+    route = _ROUTE_OF.get((levels[2], levels[4]))
+    if route is None or _ID_RE.fullmatch(levels[3]) is None:
+        return None
+    return route, levels[3]
 
 
 def is_publisher_id(name: object) -> bool:

@@ -92,7 +92,7 @@ _MSGPACK_OPTIONS = {limit: _msgpack_options(limit) for limit in (0, MAX_BIN_OCTE
 
 def sniff(payload: bytes) -> Format:
     """JSON when the first octet is ``{`` or ``[`` (DESIGN.md), msgpack otherwise."""
-    return Format.JSON if payload[:1] and payload[0] in JSON_OPENERS else Format.MSGPACK
+    return Format.JSON if payload and payload[0] in JSON_OPENERS else Format.MSGPACK
 
 
 def parse(payload: bytes, fmt: Format, *, max_bin: int = 0) -> tuple[list[Any], bool]:

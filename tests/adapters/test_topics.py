@@ -5,7 +5,6 @@ import pytest
 from adapters.topics import (
     SUBSCRIPTIONS,
     Route,
-    Topic,
     device_ack_topic,
     hub_ack_topic,
     is_ble_address,
@@ -17,12 +16,12 @@ ID_64 = "a" * 64
 
 # topic -> what it parses to (None: reason TOPIC)
 TOPICS = [
-    ("pmp/v1/dev/tono-17/m", Topic(Route.READINGS, "tono-17")),
-    ("pmp/v1/dev/A.b_c-9/m", Topic(Route.READINGS, "A.b_c-9")),
-    (f"pmp/v1/dev/{ID_64}/m", Topic(Route.READINGS, ID_64)),
-    ("pmp/v1/dev/x/m", Topic(Route.READINGS, "x")),
-    ("pmp/v1/hub/hub-3/gatt", Topic(Route.GATT, "hub-3")),
-    ("pmp/v1/dev/..../m", Topic(Route.READINGS, "....")),
+    ("pmp/v1/dev/tono-17/m", (Route.READINGS, "tono-17")),
+    ("pmp/v1/dev/A.b_c-9/m", (Route.READINGS, "A.b_c-9")),
+    (f"pmp/v1/dev/{ID_64}/m", (Route.READINGS, ID_64)),
+    ("pmp/v1/dev/x/m", (Route.READINGS, "x")),
+    ("pmp/v1/hub/hub-3/gatt", (Route.GATT, "hub-3")),
+    ("pmp/v1/dev/..../m", (Route.READINGS, "....")),
     (f"pmp/v1/dev/{ID_64}a/m", None),  # 65 characters
     ("pmp/v1/dev//m", None),
     ("pmp/v1/dev/AA:BB:CC:DD:EE:FF/m", None),  # a BLE meter never publishes itself
