@@ -33,8 +33,8 @@ import trio
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-DEVICE_READINGS = "pmp/v1/dev/+/m"
-HUB_RECORDS = "pmp/v1/hub/+/gatt"
+from .topics import SUBSCRIPTIONS
+
 BROKER_DROPPED = "$SYS/broker/publish/messages/dropped"
 STATE_ONLINE, STATE_OFFLINE = b"online", b"offline"
 READS_PER_WAKEUP = 256  # loop_read calls per readable socket before yielding to other tasks
@@ -63,7 +63,7 @@ class LinkSettings:
     port: int
     client_id: str
     state_topic: str
-    subscriptions: tuple[str, ...] = (DEVICE_READINGS, HUB_RECORDS)
+    subscriptions: tuple[str, ...] = SUBSCRIPTIONS
     receive_maximum: int = 1000
     session_expiry_s: int = 7 * 86_400
     keepalive_s: int = 30

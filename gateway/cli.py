@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import gatt_cli
+from . import gatt_cli, registry_cli, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +14,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="pmp-gateway: telemetry gateway for home blood-pressure and glucose monitors.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run_cli.register(commands)
+    registry_cli.register(commands)
     gatt_cli.register(commands)
     return parser
 

@@ -1,0 +1,71 @@
+"""What every ``pmpgw`` command shares: the database and data directory, JSON output, times."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import sys
+
+DEFAULT_DB = "./pmp-data/pmp.db"
+
+
+def add_db_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=os.environ.get("PMP_DB", DEFAULT_DB),
+                        help=f"SQLite database (default: $PMP_DB, else {DEFAULT_DB}); its folder is the data directory")
+
+
+def data_dir(db: str) -> pathlib.Path:
+    """The gateway's data directory: the database's folder (created if missing)."""
+    folder = pathlib.Path(db).resolve().parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def broker_address_file(db: str) -> pathlib.Path:
+    """Where ``pmpgw run`` writes its private broker's HOST:PORT for other commands."""
+    return data_dir(db) / "broker" / "address"
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port), or argparse's error."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def parse_time_ms(text: str) -> int:
+    """An ISO 8601 time (UTC unless it names an offset) or integer ms -> ms UTC."""
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither ISO 8601 (2026-11-25T08:00) nor ms since epoch") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return int(when.timestamp() * 1000)
+
+
+def print_json(value: object) -> None:
+    json.dump(value, sys.stdout, default=_jsonable)
+    sys.stdout.write("\n")
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    """A plain aligned table of ``columns`` of ``rows`` (None as '-')."""
+    cells = [[("-" if row.get(c) is None else str(row.get(c))) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+    print(f"({len(rows)} rows)")

@@ -1,0 +1,156 @@
+"""The gateway's single writer: a batch of MQTT messages -> decoded -> core -> ONE commit.
+
+Runs in one worker thread (the core's kernels release the GIL; a capacity limit of one
+keeps a single writer of the dedup table, window state and store). Nothing is acked here:
+``process`` returns what to acknowledge and publish, and the service does that only after
+the commit returned (DESIGN.md "Data flow").
+
+Publishers the registry does not know are registered on first sight with kind "unknown"
+(their readings are UNBOUND, quarantined, and replayable once a device administrator binds
+them); the adapters' provisional device indexes are mapped to the store's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+
+import core
+from adapters.devices import DeviceIndex
+from adapters.inbound import Inbound, decode_messages
+from adapters.mqtt import Received
+from adapters.topics import Route, device_ack_topic, hub_ack_topic, parse_topic
+from core.codes import Flag, Kind
+from core.rules import Rule
+
+from .acks import ContiguousAcks
+from .store import AlertIn, CommitResult, Store
+
+# Device kind recorded for a publisher first seen on a topic: by the kind of its first row.
+FIRST_SEEN_KIND: dict[int, str] = {Kind.BP: "bp", Kind.GLU: "glu", Kind.GLU_CONTEXT: "glu", Kind.CGM: "cgm"}
+
+# The values an alert carries, by the kind of its reading: JSON key -> column of v.
+ALERT_VALUES: dict[int, dict[str, int]] = {
+    Kind.BP: {"sys": 0, "dia": 1, "pul": 3},
+    Kind.GLU: {"glu": 0},
+    Kind.CGM: {"glu": 0, "trend": 1},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """One committed batch: the store's result and the publications it calls for
+    (``(topic, JSON payload)``: alerts, device and hub acks)."""
+
+    result: CommitResult
+    publications: list[tuple[str, bytes]]
+
+
+class Ingest:
+    """Decode, run the core, commit: the state of one gateway's single writer."""
+
+    def __init__(self, store: Store, *, impl=core.implementation) -> None:
+        self.store = store
+        self._registry_version = store.registry_version()
+        self.devices = DeviceIndex(store.device_index())
+        self.pipeline = core.Pipeline(impl, n_patients=len(store.patient_index()), tz_min=store.tz_offsets(),
+                                      bindings=store.bindings(), dedup_capacity=store.count_readings())
+        self.pipeline.dedup = impl.DedupTable.from_keys(store.dedup_keys())
+        self.device_acks = ContiguousAcks()
+        self.hub_acks = ContiguousAcks()
+
+    def refresh_registry(self) -> bool:
+        """Reload devices, patients and bindings if the registry changed; True if it did."""
+        version = self.store.registry_version()
+        if version == self._registry_version:
+            return False
+        self._registry_version = version
+        self.devices = DeviceIndex(self.store.device_index())
+        self.pipeline.set_registry(tz_min=self.store.tz_offsets(), bindings=self.store.bindings())
+        return True
+
+    def process(self, messages: list[Received], now_ms: int) -> Outcome:
+        """Decode, validate, dedup, bind, window and evaluate ``messages``; commit them in one
+        transaction. Raises StoreError (nothing written; the messages must not be acked)."""
+        self.refresh_registry()
+        known = len(self.devices)
+        decoded = decode_messages([Inbound(m.topic, m.payload, m.rx_ms) for m in messages], self.devices)
+        batch = decoded.batch
+        if len(self.devices) > known:
+            self._register_new_devices(batch, known, messages, decoded.message)
+        reading_alerts = self.pipeline.process(batch, now_ms)
+        details = {row: decoded.details[(int(decoded.message[row]), int(decoded.element[row]))]
+                   for row in range(len(batch)) if (int(decoded.message[row]), int(decoded.element[row])) in
+                   decoded.details}
+        result = self.store.commit_batch(
+            batch, now_ms=now_ms, payloads=[m.payload for m in messages], message=decoded.message,
+            element=decoded.element, topics=[m.topic for m in messages], details=details, meal=decoded.meal,
+            battery=decoded.battery, alerts=[_alert_in(batch, a) for a in reading_alerts])
+        publications = [(f"pmp/v1/alert/{alert['patient']}", json.dumps(alert).encode()) for alert in result.alerts]
+        publications += self._acks(messages, batch, decoded.message, decoded.hseq)
+        return Outcome(result, publications)
+
+    def _register_new_devices(self, batch: np.ndarray, known: int, messages: list[Received],
+                              message: np.ndarray) -> None:
+        """Register the ids the adapters saw first in this batch; map their rows to the store's indexes."""
+        provisional = self.devices.ids()
+        first_kind: dict[int, str] = {}
+        for row in range(len(batch)):
+            device = int(batch["device"][row])
+            if device >= known and device not in first_kind:
+                hub = parse_topic(messages[int(message[row])].topic) == (Route.GATT, provisional[device])
+                first_kind[device] = "hub" if hub else FIRST_SEEN_KIND.get(int(batch["kind"][row]), "unknown")
+        for device in range(known, len(provisional)):
+            if provisional[device] not in self.store.device_index():
+                self.store.add_device(provisional[device], first_kind.get(device, "unknown"))
+        stored = self.store.device_index()
+        remap = np.arange(len(provisional), dtype=np.int32)
+        remap[known:] = [stored[name] for name in provisional[known:]]
+        moved = batch["device"] >= known
+        batch["device"][moved] = remap[batch["device"][moved]]
+        self.refresh_registry()
+
+    def _acks(self, messages: list[Received], batch: np.ndarray, message: np.ndarray,
+              hseq: np.ndarray) -> list[tuple[str, bytes]]:
+        """Acks of the publishers whose highest contiguous committed sequence moved."""
+        device_seqs: dict[str, set[int]] = {}
+        hub_seqs: dict[str, set[int]] = {}
+        has_seq = (batch["flags"] & Flag.HAS_SEQ) != 0
+        routes = [parse_topic(m.topic) for m in messages]
+        for row in range(len(batch)):
+            route = routes[int(message[row])]
+            if route is None:
+                continue
+            kind, publisher = route
+            if kind is Route.READINGS and has_seq[row] and batch["kind"][row] != Kind.GLU_CONTEXT:
+                device_seqs.setdefault(publisher, set()).add(int(batch["seq"][row]))
+            elif kind is Route.GATT and hseq[row] >= 0:
+                hub_seqs.setdefault(publisher, set()).add(int(hseq[row]))
+        out = []
+        for publisher, seqs in device_seqs.items():
+            acked = self.device_acks.commit(publisher, seqs)
+            if acked is not None:
+                out.append((device_ack_topic(publisher), json.dumps({"seq": acked}).encode()))
+        for publisher, seqs in hub_seqs.items():
+            acked = self.hub_acks.commit(publisher, seqs)
+            if acked is not None:
+                out.append((hub_ack_topic(publisher), json.dumps({"hseq": acked}).encode()))
+        return out
+
+
+def _alert_in(batch: np.ndarray, alert: np.void) -> AlertIn:
+    """The store's alert input for a reading alert of the core."""
+    row = int(alert["reading"])
+    values: dict[str, float | str | None] = {}
+    for key, column in ALERT_VALUES.get(int(batch["kind"][row]), {}).items():
+        value = float(batch["v"][row, column])
+        values[key] = None if math.isnan(value) else value
+    flags = int(batch["flags"][row])
+    if flags & (Flag.RANGE_LO | Flag.RANGE_HI):
+        values["range"] = "LO" if flags & Flag.RANGE_LO else "HI"
+    return AlertIn(patient=int(batch["patient"][row]), rule=Rule(int(alert["rule"])).name, t=int(batch["t"][row]),
+                   late=bool(flags & Flag.LATE), values=values, rows=[row])
+

@@ -1,0 +1,137 @@
+"""The gateway service: MQTT in, one commit per batch, then acks, alerts and stats out.
+
+    link.receive_batch  (size or a few ms)  ->  Ingest.process in the writer thread
+        (decode, core, ONE SQLite transaction)  ->  PUBACK the batch's messages
+        ->  publish alerts, device and hub acks  ->  next batch
+
+Nothing is acknowledged before it is committed. If the store refuses a batch (disk full,
+database locked), the batch is kept, not acked, retried after ``retry_s``, and the reason
+is in the stats; the broker holds back further messages once Receive Maximum un-acked
+messages are outstanding. ``drain()`` (SIGINT / SIGTERM) takes no new batch, commits and
+acks what it holds, publishes ``offline`` and returns.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import time
+
+import trio
+
+from adapters.mqtt import MqttLink, Received
+
+from .ingest import Ingest
+from .store import Store, StoreError
+
+log = logging.getLogger("pmpgw")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceSettings:
+    """Batching and reporting. ``batch_max`` messages or ``batch_wait_s`` seconds make a
+    batch (keep batch_max at most the link's Receive Maximum); stats go out every
+    ``stats_interval_s`` seconds."""
+
+    gw_id: str = "gw1"
+    batch_max: int = 1000
+    batch_wait_s: float = 0.005
+    stats_interval_s: float = 5.0
+    retry_s: float = 1.0
+
+
+def now_ms() -> int:
+    """The gateway's clock, ms UTC."""
+    return time.time_ns() // 1_000_000
+
+
+class Gateway:
+    """One gateway: a link, a store and the writer thread between them."""
+
+    def __init__(self, store: Store, link: MqttLink, settings: ServiceSettings) -> None:
+        self.store = store
+        self.link = link
+        self.settings = settings
+        self.started_s = time.monotonic()
+        self.batch_ms: collections.deque[float] = collections.deque(maxlen=1000)
+        self.committed: collections.deque[tuple[float, int]] = collections.deque()
+        self.last_error = ""
+        self._writer = trio.CapacityLimiter(1)
+        self._draining = False
+        self._receiving = trio.CancelScope()
+
+    def drain(self) -> None:
+        """Stop taking batches; ``run`` commits and acks what it holds, then returns."""
+        self._draining = True
+        self._receiving.cancel()
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        """Restore state from the store, connect, and serve until ``drain``."""
+        ingest = await trio.to_thread.run_sync(Ingest, self.store, limiter=self._writer)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.link.run)
+            nursery.start_soon(self._stats_loop)
+            task_status.started()
+            while not self._draining:
+                self._receiving = trio.CancelScope()
+                with self._receiving:
+                    messages = await self.link.receive_batch(self.settings.batch_max, self.settings.batch_wait_s)
+                if self._receiving.cancelled_caught:
+                    break
+                await self._commit(ingest, messages)
+            self._publish_stats()
+            await self.link.close()
+            nursery.cancel_scope.cancel()
+
+    async def _commit(self, ingest: Ingest, messages: list[Received]) -> None:
+        """Commit ``messages`` (retrying while the store refuses), then ack and publish."""
+        while True:
+            started = time.perf_counter()
+            try:
+                outcome = await trio.to_thread.run_sync(ingest.process, messages, now_ms(), limiter=self._writer)
+                break
+            except StoreError as error:
+                self.last_error = f"{error.reason}: {error}"
+                log.error("store refused a batch of %d messages, not acked, retrying: %s", len(messages), error)
+                await trio.sleep(self.settings.retry_s)
+        self.last_error = ""
+        self.link.ack(messages)
+        for topic, payload in outcome.publications:
+            self.link.publish(topic, payload, qos=1)
+        self.batch_ms.append((time.perf_counter() - started) * 1000)
+        self.committed.append((time.monotonic(), len(outcome.result.reason)))
+
+    def stats(self) -> dict:
+        """The stats JSON of DESIGN.md, plus the link's and the broker's view."""
+        cutoff = time.monotonic() - 60
+        while self.committed and self.committed[0][0] < cutoff:
+            self.committed.popleft()
+        latencies = sorted(self.batch_ms)
+        percentile = (lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 3)  # noqa: E731
+                      if latencies else None)
+        link = self.link.stats
+        return {
+            "gw": self.settings.gw_id,
+            "up_s": round(time.monotonic() - self.started_s, 1),
+            "readings": self.store.counters(),
+            "rate_1m": round(sum(n for _, n in self.committed) / 60, 1),
+            "batch": {"p50_ms": percentile(0.5), "p99_ms": percentile(0.99)},
+            "alerts_open": self.store.alerts_open(),
+            "queue_depth": self.link.backlog,
+            "db_bytes": self.store.db_bytes(),
+            "mqtt": {"connected": link.connected, "connections": link.connections, "stale_acks": link.stale_acks,
+                     "broker_dropped": link.broker_dropped, "last_error": link.last_error},
+            "store_error": self.last_error,
+        }
+
+    def _publish_stats(self) -> None:
+        self.link.publish(f"pmp/v1/gateway/{self.settings.gw_id}/stats", json.dumps(self.stats()).encode(), qos=1,
+                          retain=True)
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await trio.sleep(self.settings.stats_interval_s)
+            async with self._writer:
+                self._publish_stats()

@@ -1,0 +1,151 @@
+"""The gateway end to end: a real Mosquitto, a real SQLite file, real MQTT publishers."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import msgpack
+import paho.mqtt.client as paho
+import pytest
+import trio
+
+from adapters.mqtt import LinkSettings, MqttLink
+from gateway.service import Gateway, ServiceSettings
+from gateway.store import Store
+
+pytestmark = pytest.mark.trio
+
+NOW = int(time.time() * 1000)
+
+
+class Watcher:
+    """A subscriber recording what the gateway publishes (alerts, acks)."""
+
+    def __init__(self, broker, topics):
+        self.got: list[tuple[str, bytes]] = []
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"watch-{time.time_ns()}",
+                                  protocol=paho.MQTTv5)
+        self.client.on_message = lambda c, u, m: self.got.append((m.topic, m.payload))
+        self.client.connect("127.0.0.1", broker.port)
+        for topic in topics:
+            self.client.subscribe(topic, qos=1)
+        self.client.loop_start()
+
+    def stop(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+
+    def on(self, prefix):
+        return [json.loads(p) for t, p in self.got if t.startswith(prefix)]
+
+
+def publish(broker, messages: list[tuple[str, bytes]]) -> None:
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"dev-{time.time_ns()}", protocol=paho.MQTTv5)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    for info in [client.publish(t, p, qos=1) for t, p in messages]:
+        info.wait_for_publish(5)
+    client.loop_stop()
+    client.disconnect()
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store.open(tmp_path / "pmp.db") as opened:
+        opened.add_patient("P1", programmes=("AH", "DM2"), tz="Europe/Moscow")
+        opened.add_device("tono-1", "bp")
+        opened.add_device("glu-1", "glu")
+        opened.bind("tono-1", "P1", 0)
+        opened.bind("glu-1", "P1", 0)
+        yield opened
+
+
+async def until(condition, timeout_s=10.0):
+    with trio.fail_after(timeout_s):
+        while not condition():
+            await trio.sleep(0.02)
+
+
+async def serve(broker, store, body):
+    link = MqttLink(LinkSettings(host="127.0.0.1", port=broker.port, client_id="pmpgw-test",
+                                 state_topic="pmp/v1/gateway/test/state"))
+    gateway = Gateway(store, link, ServiceSettings(gw_id="test", stats_interval_s=0.5))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(gateway.run)
+        await body(gateway)
+        gateway.drain()
+
+
+def bp(seq, sys_, dia, t=NOW - 60_000):
+    return {"seq": seq, "t": t, "type": "bp", "sys": sys_, "dia": dia, "pul": 70}
+
+
+async def test_each_reading_stored_once_acked_and_crisis_alerted(broker, store):
+    watcher = Watcher(broker, ["pmp/v1/alert/#", "pmp/v1/dev/+/ack"])
+    messages = [("pmp/v1/dev/tono-1/m", msgpack.packb([bp(0, 120, 80), bp(1, 185, 95)])),
+                ("pmp/v1/dev/glu-1/m", msgpack.packb({"seq": 0, "t": NOW - 60_000, "type": "glu", "glu": 5.4}))]
+
+    async def body(gateway):
+        await trio.to_thread.run_sync(publish, broker, messages)
+        await until(lambda: store.counters()["received"] >= 3)
+        await trio.to_thread.run_sync(publish, broker, messages)  # a device re-sends everything
+        await until(lambda: store.counters()["received"] >= 6)
+        await until(lambda: len(watcher.on("pmp/v1/dev/")) >= 2 and watcher.on("pmp/v1/alert/"))
+
+    await serve(broker, store, body)
+    watcher.stop()
+    counters = store.counters()
+    assert (counters["stored"], counters["duplicate"]) == (3, 3)
+    assert [r["seq"] for r in store.readings("P1") if r["type"] == "bp"] == [0, 1]
+    (alert,) = watcher.on("pmp/v1/alert/")
+    assert (alert["patient"], alert["rule"], alert["severity"], alert["late"]) == ("P1", "BP_CRISIS", "emergency",
+                                                                                    False)
+    assert set(alert["route"]) == {"physician", "nurse"}
+    acks = {t: json.loads(p) for t, p in watcher.got if t.endswith("/ack")}
+    assert acks == {"pmp/v1/dev/tono-1/ack": {"seq": 1}, "pmp/v1/dev/glu-1/ack": {"seq": 0}}
+
+
+async def test_unbound_and_malformed_are_quarantined_beside_good_readings(broker, store):
+    messages = [("pmp/v1/dev/tono-9/m", msgpack.packb(bp(0, 120, 80))),  # nobody bound to it
+                ("pmp/v1/dev/tono-1/m", b'{"seq": 5, "t": 1, "type": "bp", "sys": NaN, "dia": 80}'),
+                ("pmp/v1/dev/tono-1/m", b"\xc1not msgpack"),
+                ("pmp/v1/dev/tono-1/m", msgpack.packb([bp(6, 130, 85), {"seq": 7, "type": "bp"}]))]
+
+    async def body(gateway):
+        await trio.to_thread.run_sync(publish, broker, messages)
+        await until(lambda: store.counters()["received"] >= 5)
+
+    await serve(broker, store, body)
+    reasons = sorted(q["reason"] for q in store.quarantine())
+    assert reasons == ["DECODE", "SCHEMA", "SCHEMA", "UNBOUND"]
+    assert [r["seq"] for r in store.readings("P1")] == [6]
+    assert "tono-9" in store.device_index()  # registered on first sight, kind unknown
+
+
+async def test_late_reading_alert_is_marked_late(broker, store):
+    watcher = Watcher(broker, ["pmp/v1/alert/#"])
+    late = {"seq": 3, "t": NOW - 3 * 86_400_000, "type": "glu", "glu": 2.6}
+
+    async def body(gateway):
+        await trio.to_thread.run_sync(publish, broker, [("pmp/v1/dev/glu-1/m", msgpack.packb(late))])
+        await until(lambda: watcher.on("pmp/v1/alert/"))
+
+    await serve(broker, store, body)
+    watcher.stop()
+    (alert,) = watcher.on("pmp/v1/alert/")
+    assert (alert["rule"], alert["late"]) == ("GLU_LOW_L2", True)
+
+
+async def test_drain_commits_what_it_holds_and_says_offline(broker, store):
+    watcher = Watcher(broker, ["pmp/v1/gateway/test/#"])
+
+    async def body(gateway):
+        await trio.to_thread.run_sync(publish, broker, [("pmp/v1/dev/tono-1/m", msgpack.packb(bp(0, 120, 80)))])
+        await until(lambda: store.counters()["received"] >= 1)
+
+    await serve(broker, store, body)
+    await until(lambda: any(p == b"offline" for t, p in watcher.got if t.endswith("/state")))
+    watcher.stop()
+    stats = [json.loads(p) for t, p in watcher.got if t.endswith("/stats")]
+    assert stats and stats[-1]["readings"]["stored"] == 1 and stats[-1]["gw"] == "test"
