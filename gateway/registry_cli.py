@@ -48,6 +48,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                                       ("status", _status, "the stats JSON (works with the gateway stopped too)")]:
         query = commands.add_parser(name, help=help_text)
         query.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+        query.add_argument("--limit", type=int, default=10_000, help="at most this many rows (default 10,000)")
         if name == "readings":
             query.add_argument("--patient", help="only this patient's readings")
         query.set_defaults(handler=handler)
@@ -80,7 +81,7 @@ def _bind(args: argparse.Namespace) -> int:
 
 def _readings(args: argparse.Namespace) -> int:
     with Store.open(args.db) as store:
-        rows = store.readings(args.patient)
+        rows = store.readings(args.patient, limit=args.limit)
     keys = ["device", "patient", "seq", "t", "type", "sys", "dia", "pul", "glu"]
     print_json([{k: r[k] for k in keys + ["range", "flags"]} for r in rows]) if args.json else print_table(rows, keys)
     return 0
@@ -88,18 +89,18 @@ def _readings(args: argparse.Namespace) -> int:
 
 def _alerts(args: argparse.Namespace) -> int:
     with Store.open(args.db) as store:
-        rows = store.alerts()
+        rows = store.alerts(limit=args.limit)
     print_json(rows) if args.json else print_table(rows, ["id", "patient", "rule", "severity", "late", "state", "t"])
     return 0
 
 
 def _quarantine(args: argparse.Namespace) -> int:
     with Store.open(args.db) as store:
-        rows = store.quarantine()
+        rows = store.quarantine(limit=args.limit)
     if args.json:
         print_json([{k: r[k] for k in ("device", "reason", "detail", "t", "rx", "topic")} for r in rows])
     else:
-        print_table(rows, ["device", "reason", "detail", "t"])
+        print_table(rows, ["device", "reason", "detail", "rx"])
     return 0
 
 

@@ -1,0 +1,56 @@
+"""``pmpgw run`` on its embedded defaults, ``simulate`` against it, then the query commands."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+PMPGW = [sys.executable, "-m", "gateway.cli"]
+
+
+def pmpgw(*args, db):
+    return subprocess.run(PMPGW + list(args) + ["--db", str(db)], capture_output=True, text=True, timeout=120)
+
+
+def test_run_simulate_status_and_drain(tmp_path):
+    db = tmp_path / "data" / "pmp.db"
+    gateway = subprocess.Popen(PMPGW + ["run", "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        address = db.parent / "broker" / "address"
+        deadline = time.monotonic() + 30
+        while not address.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        simulated = pmpgw("simulate", "--patients", "20", "--days", "1", db=db)
+        assert simulated.returncode == 0, simulated.stderr
+        published = json.loads(simulated.stdout)["published"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = json.loads(pmpgw("status", "--json", db=db).stdout)
+            if status["readings"]["received"] and status["readings"]["stored"] > 0:
+                break
+            time.sleep(0.2)
+        assert published > 0 and status["readings"]["stored"] > 0
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        out, err = gateway.communicate(timeout=30)
+    assert gateway.returncode == 0, err
+    assert json.loads(out)["gw"] == "gw1"
+    assert not (db.parent / "broker" / "address").exists()
+    readings = json.loads(pmpgw("readings", "--json", db=db).stdout)
+    assert readings and {"device", "patient", "seq", "t", "type", "sys", "dia", "pul", "glu"} <= set(readings[0])
+
+
+def test_registry_commands_and_their_errors(tmp_path):
+    db = tmp_path / "pmp.db"
+    assert pmpgw("patients", "add", "P1", "--programme", "AH,DM2", db=db).returncode == 0
+    assert pmpgw("devices", "add", "tono-1", "--kind", "bp", db=db).returncode == 0
+    assert pmpgw("bind", "tono-1", "P1", "--from", "2026-01-01T00:00", db=db).returncode == 0
+    again = pmpgw("bind", "tono-1", "P1", "--from", "2026-02-01T00:00", db=db)
+    assert again.returncode == 2 and "OVERLAP" in again.stderr
+    bad = pmpgw("devices", "add", "bad/id", "--kind", "bp", db=db)
+    assert bad.returncode == 2 and "INVALID" in bad.stderr
+    assert json.loads(pmpgw("alerts", "--json", db=db).stdout) == []
