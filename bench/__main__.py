@@ -22,6 +22,7 @@ MODULES = [
     "bench.core_validate_dedup",
     "bench.core_windows_rules",
     "bench.core_pipeline",
+    "bench.store_insert_ceiling",
 ]
 
 

@@ -149,3 +149,33 @@ async def test_drain_commits_what_it_holds_and_says_offline(broker, store):
     watcher.stop()
     stats = [json.loads(p) for t, p in watcher.got if t.endswith("/stats")]
     assert stats and stats[-1]["readings"]["stored"] == 1 and stats[-1]["gw"] == "test"
+
+
+async def test_crash_between_commit_and_ack_redelivers_without_duplicates(broker, store):
+    """Commit a batch, lose the connection before acking (as a SIGKILL would), restart."""
+    from gateway.ingest import Ingest
+    from gateway.service import now_ms
+
+    readings = [bp(seq, 120 + seq, 80) for seq in range(40)]
+    link = MqttLink(LinkSettings(host="127.0.0.1", port=broker.port, client_id="pmpgw-test",
+                                 state_topic="pmp/v1/gateway/test/state"))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.run)
+        await trio.to_thread.run_sync(publish, broker, [("pmp/v1/dev/tono-1/m", msgpack.packb(readings[:20])),
+                                                        ("pmp/v1/dev/tono-1/m", msgpack.packb(readings[20:]))])
+        got = []
+        with trio.fail_after(10):
+            while len(got) < 2:
+                got += await link.receive_batch(2, 0.05)
+        Ingest(store).process(got, now_ms())  # committed ...
+        assert store.counters()["stored"] == 40
+        link._sock.shutdown(2)  # ... and the process dies before its PUBACKs leave
+        nursery.cancel_scope.cancel()
+
+    async def body(gateway):
+        await until(lambda: store.counters()["received"] >= 80)
+
+    await serve(broker, store, body)
+    counters = store.counters()
+    assert (counters["stored"], counters["duplicate"]) == (40, 40)
+    assert [r["seq"] for r in store.readings("P1")] == list(range(40))
