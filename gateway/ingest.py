@@ -27,10 +27,19 @@ from core.codes import Flag, Kind
 from core.rules import Rule
 
 from .acks import ContiguousAcks
+from .clock import now_ms
 from .store import AlertIn, CommitResult, Store
 
 # Device kind recorded for a publisher first seen on a topic: by the kind of its first row.
 FIRST_SEEN_KIND: dict[int, str] = {Kind.BP: "bp", Kind.GLU: "glu", Kind.GLU_CONTEXT: "glu", Kind.CGM: "cgm"}
+
+DAY_MS = 86_400_000
+
+# The values a window alert carries, in the order of its values columns (core.windows).
+WINDOW_VALUES: dict[Rule, tuple[str, ...]] = {
+    Rule.BP_HOME_HIGH: ("mean_sys", "mean_dia", "n", "days"),
+    Rule.CGM_TIR: ("tir_pct", "tbr_pct", "cv_pct", "data_pct"),
+}
 
 # The values an alert carries, by the kind of its reading: JSON key -> column of v.
 ALERT_VALUES: dict[int, dict[str, int]] = {
@@ -59,8 +68,47 @@ class Ingest:
         self.pipeline = core.Pipeline(impl, n_patients=len(store.patient_index()), tz_min=store.tz_offsets(),
                                       bindings=store.bindings(), dedup_capacity=store.count_readings())
         self.pipeline.dedup = impl.DedupTable.from_keys(store.dedup_keys())
+        self._restore_windows(impl)
         self.device_acks = ContiguousAcks()
         self.hub_acks = ContiguousAcks()
+        self.closed_day = self.local_days(now_ms())
+
+    def _restore_windows(self, impl) -> None:
+        """Window state as saved, plus the readings stored since (replayed in id order)."""
+        arrays, through = self.store.load_windows()
+        self.pipeline.windows = impl.WindowState.from_arrays(**arrays)
+        while True:
+            batch, ids = self.store.readings_batch(after_id=through)
+            if not len(ids):
+                return
+            self.pipeline.windows.update(batch, self.pipeline.thresholds)
+            through = int(ids[-1])
+
+    def save_windows(self) -> None:
+        """Persist the window state (so a restart replays only readings stored after it)."""
+        self.store.save_windows(self.pipeline.windows.arrays())
+
+    def local_days(self, at_ms: int) -> np.ndarray:
+        """int32[n_patients]: each patient's local day (days since 1970-01-01) at ``at_ms``."""
+        offsets = self.pipeline.windows.tz_min.astype(np.int64) * 60_000
+        return ((at_ms + offsets) // DAY_MS).astype(np.int32)
+
+    def close_days(self, now: int) -> Outcome:
+        """Evaluate the window rules (BP_HOME_HIGH, CGM_TIR) for every patient whose local
+        day ended since the last call, and commit their alerts."""
+        self.refresh_registry()
+        today = self.local_days(now)
+        known = self.closed_day[: len(today)]
+        closed = np.flatnonzero(today[: len(known)] > known)
+        self.closed_day = today
+        alerts = self.pipeline.close_days(closed.astype(np.int32), today[closed] - 1)
+        result = self.store.commit_batch(core.empty_batch(0), now_ms=now, alerts=[
+            AlertIn(patient=int(a["patient"]), rule=Rule(int(a["rule"])).name,
+                    t=(int(a["day"]) + 1) * DAY_MS - int(self.pipeline.windows.tz_min[a["patient"]]) * 60_000 - 1,
+                    late=False, values=dict(zip(WINDOW_VALUES[Rule(int(a["rule"]))], map(float, a["values"]))))
+            for a in alerts])
+        return Outcome(result, [(f"pmp/v1/alert/{alert['patient']}", json.dumps(alert).encode())
+                                for alert in result.alerts])
 
     def refresh_registry(self) -> bool:
         """Reload devices, patients and bindings if the registry changed; True if it did."""

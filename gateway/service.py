@@ -23,6 +23,7 @@ import trio
 
 from adapters.mqtt import MqttLink, Received
 
+from .clock import now_ms
 from .ingest import Ingest
 from .store import Store, StoreError
 
@@ -40,11 +41,8 @@ class ServiceSettings:
     batch_wait_s: float = 0.005
     stats_interval_s: float = 5.0
     retry_s: float = 1.0
-
-
-def now_ms() -> int:
-    """The gateway's clock, ms UTC."""
-    return time.time_ns() // 1_000_000
+    day_close_interval_s: float = 60.0
+    windows_save_interval_s: float = 300.0
 
 
 class Gateway:
@@ -73,6 +71,8 @@ class Gateway:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.link.run)
             nursery.start_soon(self._stats_loop)
+            nursery.start_soon(self._every, self.settings.day_close_interval_s, self._close_days, ingest)
+            nursery.start_soon(self._every, self.settings.windows_save_interval_s, ingest.save_windows)
             task_status.started()
             while not self._draining:
                 self._receiving = trio.CancelScope()
@@ -81,6 +81,7 @@ class Gateway:
                 if self._receiving.cancelled_caught:
                     break
                 await self._commit(ingest, messages)
+            await trio.to_thread.run_sync(ingest.save_windows, limiter=self._writer)
             self._publish_stats()
             await self.link.close()
             nursery.cancel_scope.cancel()
@@ -98,10 +99,27 @@ class Gateway:
                 await trio.sleep(self.settings.retry_s)
         self.last_error = ""
         self.link.ack(messages)
-        for topic, payload in outcome.publications:
-            self.link.publish(topic, payload, qos=1)
+        self._publish(outcome.publications)
         self.batch_ms.append((time.perf_counter() - started) * 1000)
         self.committed.append((time.monotonic(), len(outcome.result.reason)))
+
+    async def _every(self, interval_s: float, work, *args) -> None:
+        """Run ``work(*args)`` in the writer thread every ``interval_s`` seconds (store
+        errors are reported in stats and retried at the next turn)."""
+        while True:
+            await trio.sleep(interval_s)
+            try:
+                await trio.to_thread.run_sync(work, *args, limiter=self._writer)
+            except StoreError as error:
+                self.last_error = f"{error.reason}: {error}"
+
+    def _close_days(self, ingest: Ingest) -> None:
+        outcome = ingest.close_days(now_ms())
+        trio.from_thread.run_sync(self._publish, outcome.publications)
+
+    def _publish(self, publications: list[tuple[str, bytes]]) -> None:
+        for topic, payload in publications:
+            self.link.publish(topic, payload, qos=1)
 
     def stats(self) -> dict:
         """The stats JSON of DESIGN.md, plus the link's and the broker's view."""

@@ -154,7 +154,7 @@ async def test_drain_commits_what_it_holds_and_says_offline(broker, store):
 async def test_crash_between_commit_and_ack_redelivers_without_duplicates(broker, store):
     """Commit a batch, lose the connection before acking (as a SIGKILL would), restart."""
     from gateway.ingest import Ingest
-    from gateway.service import now_ms
+    from gateway.clock import now_ms
 
     readings = [bp(seq, 120 + seq, 80) for seq in range(40)]
     link = MqttLink(LinkSettings(host="127.0.0.1", port=broker.port, client_id="pmpgw-test",

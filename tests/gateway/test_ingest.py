@@ -1,0 +1,60 @@
+"""The writer: decode + core + one commit, window state across restarts, day close."""
+
+import msgpack
+import numpy as np
+import pytest
+
+from adapters.mqtt import Received
+from gateway.clock import now_ms
+from gateway.ingest import DAY_MS, Ingest
+from gateway.store import Store
+
+NOW = now_ms()
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store.open(tmp_path / "pmp.db") as opened:
+        opened.add_patient("P1", tz="UTC")
+        opened.add_device("tono-1", "bp")
+        opened.bind("tono-1", "P1", 0)
+        yield opened
+
+
+def received(readings, mid=1):
+    return Received("pmp/v1/dev/tono-1/m", msgpack.packb(readings), mid, 1, 1, NOW)
+
+
+def week_of_high_bp(days=7, per_day=4):
+    """Home BP above 135/85 on each of the last ``days`` days, ``per_day`` readings a day."""
+    today = NOW // DAY_MS
+    return [{"seq": d * per_day + k, "t": (today - days + d) * DAY_MS + 8 * 3_600_000 + k * 60_000, "type": "bp",
+             "sys": 150, "dia": 95} for d in range(days) for k in range(per_day)]
+
+
+def test_publications_are_alerts_then_contiguous_acks(store):
+    outcome = Ingest(store).process([received([{"seq": 0, "t": NOW - 1000, "type": "bp", "sys": 190, "dia": 100}])],
+                                    NOW)
+    topics = [t for t, _ in outcome.publications]
+    assert topics == ["pmp/v1/alert/P1", "pmp/v1/dev/tono-1/ack"]
+    assert outcome.result.stored == 1
+
+
+def test_day_close_raises_the_home_bp_alert_with_esh_values(store):
+    ingest = Ingest(store)
+    ingest.process([received(week_of_high_bp())], NOW)
+    ingest.closed_day = ingest.closed_day - 1  # as if the gateway last looked yesterday
+    outcome = ingest.close_days(NOW)
+    (alert,) = outcome.result.alerts
+    assert (alert["rule"], alert["severity"], alert["patient"]) == ("BP_HOME_HIGH", "warning", "P1")
+    assert alert["values"]["mean_sys"] == 150 and alert["values"]["n"] == 24  # the first of 7 days discarded
+    assert ingest.close_days(NOW).result.alerts == []  # the same day closes once
+
+
+def test_window_state_survives_a_restart(store):
+    first = Ingest(store)
+    first.process([received(week_of_high_bp(days=3))], NOW)
+    first.save_windows()
+    first.process([received(week_of_high_bp(days=7)[12:], mid=2)], NOW)  # stored after the save
+    restarted = Ingest(store)
+    assert np.array_equal(restarted.pipeline.windows.arrays()["acc"], first.pipeline.windows.arrays()["acc"])
