@@ -15,14 +15,16 @@ from collections.abc import Iterable
 class ContiguousAcks:
     """Per publisher: the highest contiguous committed sequence number, and the ones above it."""
 
-    def __init__(self) -> None:
-        self._acked: dict[str, int] = {}
+    def __init__(self, acked: dict[str, int] | None = None) -> None:
+        """Start from the acks already sent (``publisher -> seq``, e.g. saved by the store)."""
+        self._acked: dict[str, int] = dict(acked or {})
         self._above: dict[str, set[int]] = {}
 
     def commit(self, publisher: str, seqs: Iterable[int]) -> int | None:
         """Record committed ``seqs`` of ``publisher``; return its new ack if it moved, else None.
 
-        The first commit of a publisher starts its run at its lowest sequence number."""
+        A publisher never acked before starts its run at its lowest sequence number in this
+        first commit: the gateway cannot know of readings it never received."""
         seqs = set(seqs)
         if not seqs:
             return None

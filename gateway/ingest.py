@@ -69,8 +69,8 @@ class Ingest:
                                       bindings=store.bindings(), dedup_capacity=store.count_readings())
         self.pipeline.dedup = impl.DedupTable.from_keys(store.dedup_keys())
         self._restore_windows(impl)
-        self.device_acks = ContiguousAcks()
-        self.hub_acks = ContiguousAcks()
+        self.device_acks = ContiguousAcks(store.publisher_acks("dev"))
+        self.hub_acks = ContiguousAcks(store.publisher_acks("hub"))
         self.closed_day = self.local_days(now_ms())
 
     def _restore_windows(self, impl) -> None:
@@ -178,14 +178,15 @@ class Ingest:
             elif kind is Route.GATT and hseq[row] >= 0:
                 hub_seqs.setdefault(publisher, set()).add(int(hseq[row]))
         out = []
-        for publisher, seqs in device_seqs.items():
-            acked = self.device_acks.commit(publisher, seqs)
-            if acked is not None:
-                out.append((device_ack_topic(publisher), json.dumps({"seq": acked}).encode()))
-        for publisher, seqs in hub_seqs.items():
-            acked = self.hub_acks.commit(publisher, seqs)
-            if acked is not None:
-                out.append((hub_ack_topic(publisher), json.dumps({"hseq": acked}).encode()))
+        for route, acks, seqs_of, topic_of, key in (("dev", self.device_acks, device_seqs, device_ack_topic, "seq"),
+                                                    ("hub", self.hub_acks, hub_seqs, hub_ack_topic, "hseq")):
+            moved = {}
+            for publisher, seqs in seqs_of.items():
+                acked = acks.commit(publisher, seqs)
+                if acked is not None:
+                    moved[publisher] = acked
+                    out.append((topic_of(publisher), json.dumps({key: acked}).encode()))
+            self.store.save_publisher_acks(route, moved)
         return out
 
 

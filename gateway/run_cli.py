@@ -39,6 +39,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     sim.add_argument("--patients", type=int, default=200, help="patients in the fleet (default 200)")
     sim.add_argument("--days", type=float, default=1.0, help="days of history to publish (default 1)")
     sim.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    sim.add_argument("--rate", type=float, default=None,
+                     help="messages per second (default: as fast as the broker takes them)")
     add_db_option(sim)
     sim.set_defaults(handler=_simulate)
 
@@ -100,7 +102,7 @@ def _simulate(args: argparse.Namespace) -> int:
     fleet = SimulatedFleet(args.patients, start_ms=now - int(args.days * DAY_MS), days=args.days, seed=args.seed)
     with Store.open(args.db) as store:
         _register_fleet(store, fleet)
-    sent = _publish(address, fleet)
+    sent = _publish(address, fleet, rate=args.rate)
     print_json({"published": sent, "fleet": vars(fleet.counts), "patients": args.patients, "days": args.days})
     return 0
 
@@ -123,9 +125,11 @@ def _register_fleet(store: Store, fleet: SimulatedFleet) -> None:
                 raise
 
 
-def _publish(address: tuple[str, int], fleet: SimulatedFleet, *, timeout_s: float = 60.0) -> int:
-    """Publish every message of the fleet at QoS 1 (at most 1,000 in flight) with a progress
-    line; return how many the broker acknowledged."""
+def _publish(address: tuple[str, int], fleet: SimulatedFleet, *, rate: float | None = None,
+             timeout_s: float = 60.0) -> int:
+    """Publish every message of the fleet at QoS 1 (at most 1,000 in flight), at ``rate``
+    messages/s or as fast as possible, with a progress line; return how many the broker
+    acknowledged."""
     acked = [0]
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"pmp-sim-{time.time_ns()}", protocol=paho.MQTTv5)
     client.on_publish = lambda *_: acked.__setitem__(0, acked[0] + 1)
@@ -133,9 +137,11 @@ def _publish(address: tuple[str, int], fleet: SimulatedFleet, *, timeout_s: floa
     client.max_queued_messages_set(10_000)
     client.connect(*address)
     client.loop_start()
-    sent = 0
+    sent, started = 0, time.monotonic()
     try:
         for topic, payload in fleet.messages():
+            if rate:
+                time.sleep(max(0.0, started + sent / rate - time.monotonic()))
             while client.publish(topic, payload, qos=1).rc == paho.MQTT_ERR_QUEUE_SIZE:
                 time.sleep(0.001)
             sent += 1

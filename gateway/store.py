@@ -200,6 +200,7 @@ ADD_COUNTER = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UP
 SET_KV = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 SELECT_KV = "SELECT key, value FROM kv"
 GET_KV = "SELECT value FROM kv WHERE key = ?"
+ACK_KEY_PREFIX = "ack."
 REGISTRY_VERSION_KEY = "registry_version"
 WINDOWS_THROUGH_KEY = "windows_through_reading"
 
@@ -1017,6 +1018,19 @@ class Store:
                 "duplicate": kv.get("duplicate", 0),
                 "quarantined": {k.split(".", 1)[1]: v for k, v in sorted(kv.items())
                                 if k.startswith("quarantined.")}}
+
+    def publisher_acks(self, route: str) -> dict[str, int]:
+        """The last ack sent to each publisher of ``route`` ("dev" or "hub"): its highest
+        contiguous committed sequence number."""
+        prefix = f"{ACK_KEY_PREFIX}{route}."
+        return {key[len(prefix):]: value for key, value in self._read(SELECT_KV) if key.startswith(prefix)}
+
+    def save_publisher_acks(self, route: str, acks: Mapping[str, int]) -> None:
+        """Record acks just sent (``publisher id -> seq``) so a restarted gateway continues
+        each publisher's contiguous run instead of starting a new one."""
+        if acks:
+            with self._write() as conn:
+                conn.executemany(SET_KV, ((f"{ACK_KEY_PREFIX}{route}.{pub}", seq) for pub, seq in acks.items()))
 
     def db_bytes(self) -> int:
         """Bytes on disk: the database file and its WAL."""

@@ -18,3 +18,9 @@ def test_publishers_are_independent_and_empty_commits_change_nothing():
     assert acks.commit("a", [0]) == 0
     assert acks.commit("b", [100, 101]) == 101
     assert acks.acked("a") == 0
+
+
+def test_a_restarted_gateway_continues_each_run():
+    acks = ContiguousAcks({"tono-1": 7})
+    assert acks.commit("tono-1", [9]) is None  # 8 still missing after the restart
+    assert acks.commit("tono-1", [8]) == 9

@@ -58,3 +58,13 @@ def test_window_state_survives_a_restart(store):
     first.process([received(week_of_high_bp(days=7)[12:], mid=2)], NOW)  # stored after the save
     restarted = Ingest(store)
     assert np.array_equal(restarted.pipeline.windows.arrays()["acc"], first.pipeline.windows.arrays()["acc"])
+
+
+def test_acks_continue_across_a_restart(store):
+    Ingest(store).process([received([{"seq": s, "t": NOW - 1000 - s, "type": "bp", "sys": 120, "dia": 80}
+                                     for s in (0, 1, 2)])], NOW)
+    restarted = Ingest(store)
+    gap = restarted.process([received([{"seq": 4, "t": NOW - 900, "type": "bp", "sys": 120, "dia": 80}])], NOW)
+    assert [t for t, _ in gap.publications] == []  # seq 3 not yet committed: no ack past 2
+    filled = restarted.process([received([{"seq": 3, "t": NOW - 950, "type": "bp", "sys": 120, "dia": 80}])], NOW)
+    assert filled.publications == [("pmp/v1/dev/tono-1/ack", b'{"seq": 4}')]
