@@ -8,9 +8,13 @@ takes registry changes within a second. Errors print the reason and exit 2.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 
-from .cli_common import add_db_option, parse_time_ms, print_json, print_table
+import paho.mqtt.client as paho
+
+from .cli_common import add_db_option, broker_address_file, parse_address, parse_time_ms, print_json, print_table
 from .store import RegistryError, Store, StoreError
 
 
@@ -107,12 +111,41 @@ def _quarantine(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     with Store.open(args.db) as store:
         status = {"readings": store.counters(), "alerts_open": store.alerts_open(), "db_bytes": store.db_bytes()}
+    status["gateways"] = _live_stats(args.db)
     if args.json:
         print_json(status)
-    else:
-        counts = status["readings"]
-        print(f"readings received {counts['received']:,}, stored {counts['stored']:,}, duplicate "
-              f"{counts['duplicate']:,}, quarantined {sum(counts['quarantined'].values()):,} {counts['quarantined']}")
-        print(f"alerts open: {status['alerts_open'] or 'none'}")
-        print(f"database: {status['db_bytes']:,} bytes ({args.db})")
+        return 0
+    counts = status["readings"]
+    print(f"readings received {counts['received']:,}, stored {counts['stored']:,}, duplicate "
+          f"{counts['duplicate']:,}, quarantined {sum(counts['quarantined'].values()):,} {counts['quarantined']}")
+    print(f"alerts open: {status['alerts_open'] or 'none'}")
+    print(f"database: {status['db_bytes']:,} bytes ({args.db})")
+    if not status["gateways"]:
+        print("gateway: not running (no private broker answering)")
+    for gw in status["gateways"]:
+        print(f"gateway {gw['gw']}: up {gw['up_s']} s, {gw['rate_1m']} readings/s over the last minute, batch p50 "
+              f"{gw['batch']['p50_ms']} ms p99 {gw['batch']['p99_ms']} ms, queue {gw['queue_depth']}, "
+              f"broker dropped {gw['mqtt']['broker_dropped']}, store error: {gw['store_error'] or 'none'}")
     return 0
+
+
+def _live_stats(db: str, wait_s: float = 1.0) -> list[dict]:
+    """The retained stats of the gateways on the running private broker (none if it is down)."""
+    try:
+        host, port = parse_address(broker_address_file(db).read_text().strip())
+    except (FileNotFoundError, argparse.ArgumentTypeError):
+        return []
+    got: list[dict] = []
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"pmpgw-status-{time.time_ns()}",
+                         protocol=paho.MQTTv5)
+    client.on_message = lambda c, u, message: got.append(json.loads(message.payload))
+    try:
+        client.connect(host, port)
+    except OSError:
+        return []
+    client.subscribe("pmp/v1/gateway/+/stats", qos=1)
+    client.loop_start()
+    time.sleep(wait_s)
+    client.loop_stop()
+    client.disconnect()
+    return got

@@ -34,6 +34,10 @@ def test_run_simulate_status_and_drain(tmp_path):
                 break
             time.sleep(0.2)
         assert published > 0 and status["readings"]["stored"] > 0
+        deadline = time.monotonic() + 15
+        while not status["gateways"] and time.monotonic() < deadline:
+            status = json.loads(pmpgw("status", "--json", db=db).stdout)
+        assert status["gateways"][0]["gw"] == "gw1"  # the running gateway's retained stats
     finally:
         gateway.send_signal(signal.SIGTERM)
         out, err = gateway.communicate(timeout=30)
