@@ -34,6 +34,9 @@ from .store import AlertIn, CommitResult, Store
 FIRST_SEEN_KIND: dict[int, str] = {Kind.BP: "bp", Kind.GLU: "glu", Kind.GLU_CONTEXT: "glu", Kind.CGM: "cgm"}
 
 DAY_MS = 86_400_000
+# The core's dedup table keeps keys of readings measured in this many last days (pruned
+# daily, so its memory stays flat); an older re-send is caught by the store's UNIQUE key.
+DEDUP_HORIZON_MS = 30 * DAY_MS
 
 # The values a window alert carries, in the order of its values columns (core.windows).
 WINDOW_VALUES: dict[Rule, tuple[str, ...]] = {
@@ -72,6 +75,7 @@ class Ingest:
         self.device_acks = ContiguousAcks(store.publisher_acks("dev"))
         self.hub_acks = ContiguousAcks(store.publisher_acks("hub"))
         self.closed_day = self.local_days(now_ms())
+        self.pruned_day = now_ms() // DAY_MS
 
     def _restore_windows(self, impl) -> None:
         """Window state as saved, plus the readings stored since (replayed in id order)."""
@@ -95,8 +99,12 @@ class Ingest:
 
     def close_days(self, now: int) -> Outcome:
         """Evaluate the window rules (BP_HOME_HIGH, CGM_TIR) for every patient whose local
-        day ended since the last call, and commit their alerts."""
+        day ended since the last call, and commit their alerts; once a UTC day, forget dedup
+        keys older than DEDUP_HORIZON_MS."""
         self.refresh_registry()
+        if now // DAY_MS > self.pruned_day:
+            self.pruned_day = now // DAY_MS
+            self.pipeline.dedup.prune(now - DEDUP_HORIZON_MS)
         today = self.local_days(now)
         known = self.closed_day[: len(today)]
         closed = np.flatnonzero(today[: len(known)] > known)

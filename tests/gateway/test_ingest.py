@@ -68,3 +68,15 @@ def test_acks_continue_across_a_restart(store):
     assert [t for t, _ in gap.publications] == []  # seq 3 not yet committed: no ack past 2
     filled = restarted.process([received([{"seq": 3, "t": NOW - 950, "type": "bp", "sys": 120, "dia": 80}])], NOW)
     assert filled.publications == [("pmp/v1/dev/tono-1/ack", b'{"seq": 4}')]
+
+
+def test_old_dedup_keys_are_pruned_daily_and_the_store_still_catches_resends(store):
+    ingest = Ingest(store)
+    old = {"seq": 0, "t": NOW - 40 * DAY_MS, "type": "bp", "sys": 120, "dia": 80}
+    ingest.process([received([old])], NOW - 39 * DAY_MS)
+    assert len(ingest.pipeline.dedup) == 1
+    ingest.pruned_day -= 1
+    ingest.close_days(NOW)
+    assert len(ingest.pipeline.dedup) == 0
+    again = ingest.process([received([old], mid=2)], NOW - 39 * DAY_MS)
+    assert (again.result.stored, again.result.duplicate) == (0, 1)
