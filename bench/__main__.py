@@ -23,6 +23,7 @@ MODULES = [
     "bench.core_windows_rules",
     "bench.core_pipeline",
     "bench.store_insert_ceiling",
+    "bench.e2e_ingest",
 ]
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
+
 
 class ContiguousAcks:
     """Per publisher: the highest contiguous committed sequence number, and the ones above it."""
@@ -20,21 +22,26 @@ class ContiguousAcks:
         self._acked: dict[str, int] = dict(acked or {})
         self._above: dict[str, set[int]] = {}
 
-    def commit(self, publisher: str, seqs: Iterable[int]) -> int | None:
+    def commit(self, publisher: str, seqs: Iterable[int] | np.ndarray) -> int | None:
         """Record committed ``seqs`` of ``publisher``; return its new ack if it moved, else None.
 
         A publisher never acked before starts its run at its lowest sequence number in this
         first commit: the gateway cannot know of readings it never received."""
-        seqs = set(seqs)
-        if not seqs:
+        seqs = np.unique(np.asarray(list(seqs) if not isinstance(seqs, np.ndarray) else seqs, dtype=np.int64))
+        if not len(seqs):
             return None
         before = self._acked.get(publisher)
-        acked = min(seqs) - 1 if before is None else before
-        above = self._above.setdefault(publisher, set())
-        above.update(s for s in seqs if s > acked)
-        while acked + 1 in above:
-            acked += 1
-            above.discard(acked)
+        acked = int(seqs[0]) - 1 if before is None else before
+        fresh = seqs[seqs > acked]
+        above = self._above.get(publisher)
+        if not above and len(fresh) and fresh[0] == acked + 1 and fresh[-1] - fresh[0] + 1 == len(fresh):
+            acked = int(fresh[-1])  # the common case: one gap-free run right after the ack
+        else:
+            above = self._above.setdefault(publisher, set())
+            above.update(fresh.tolist())
+            while acked + 1 in above:
+                acked += 1
+                above.discard(acked)
         self._acked[publisher] = acked
         return acked if acked != before else None
 

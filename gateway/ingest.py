@@ -172,29 +172,30 @@ class Ingest:
     def _acks(self, messages: list[Received], batch: np.ndarray, message: np.ndarray,
               hseq: np.ndarray) -> list[tuple[str, bytes]]:
         """Acks of the publishers whose highest contiguous committed sequence moved."""
-        device_seqs: dict[str, set[int]] = {}
-        hub_seqs: dict[str, set[int]] = {}
-        has_seq = (batch["flags"] & Flag.HAS_SEQ) != 0
         routes = [parse_topic(m.topic) for m in messages]
-        for row in range(len(batch)):
-            route = routes[int(message[row])]
-            if route is None:
-                continue
-            kind, publisher = route
-            if kind is Route.READINGS and has_seq[row] and batch["kind"][row] != Kind.GLU_CONTEXT:
-                device_seqs.setdefault(publisher, set()).add(int(batch["seq"][row]))
-            elif kind is Route.GATT and hseq[row] >= 0:
-                hub_seqs.setdefault(publisher, set()).add(int(hseq[row]))
+        publishers = list(dict.fromkeys(route for route in routes if route is not None))
+        code_of = {route: code for code, route in enumerate(publishers)}
+        message_code = np.array([code_of.get(route, -1) for route in routes], dtype=np.int64)
+        row_code = message_code[message]
+        is_gatt = np.array([route is not None and route[0] is Route.GATT for route in routes], dtype=bool)[message]
+        device_rows = ~is_gatt & ((batch["flags"] & Flag.HAS_SEQ) != 0) & (batch["kind"] != Kind.GLU_CONTEXT)
+        hub_rows = is_gatt & (hseq >= 0)
+        seq_of_row = np.where(is_gatt, hseq, batch["seq"].astype(np.int64))
+        rows = np.flatnonzero((device_rows | hub_rows) & (row_code >= 0))
+        order = rows[np.argsort(row_code[rows], kind="stable")]
+        codes, starts = np.unique(row_code[order], return_index=True)
         out = []
-        for route, acks, seqs_of, topic_of, key in (("dev", self.device_acks, device_seqs, device_ack_topic, "seq"),
-                                                    ("hub", self.hub_acks, hub_seqs, hub_ack_topic, "hseq")):
-            moved = {}
-            for publisher, seqs in seqs_of.items():
-                acked = acks.commit(publisher, seqs)
-                if acked is not None:
-                    moved[publisher] = acked
-                    out.append((topic_of(publisher), json.dumps({key: acked}).encode()))
-            self.store.save_publisher_acks(route, moved)
+        moved: dict[str, dict[str, int]] = {"dev": {}, "hub": {}}
+        for code, group in zip(codes.tolist(), np.split(order, starts[1:])):
+            route, publisher = publishers[code]
+            hub = route is Route.GATT
+            acked = (self.hub_acks if hub else self.device_acks).commit(publisher, seq_of_row[group])
+            if acked is not None:
+                moved["hub" if hub else "dev"][publisher] = acked
+                out.append((hub_ack_topic(publisher), json.dumps({"hseq": acked}).encode()) if hub else
+                           (device_ack_topic(publisher), json.dumps({"seq": acked}).encode()))
+        for route, acks in moved.items():
+            self.store.save_publisher_acks(route, acks)
         return out
 
 

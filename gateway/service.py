@@ -33,11 +33,12 @@ log = logging.getLogger("pmpgw")
 @dataclasses.dataclass(frozen=True)
 class ServiceSettings:
     """Batching and reporting. ``batch_max`` messages or ``batch_wait_s`` seconds make a
-    batch (keep batch_max at most the link's Receive Maximum); stats go out every
-    ``stats_interval_s`` seconds."""
+    batch; keep batch_max at half the link's Receive Maximum, so the broker can deliver the
+    next batch while this one commits (a batch of the whole window would leave the broker
+    nothing to send until its acks go out). Stats go out every ``stats_interval_s`` seconds."""
 
     gw_id: str = "gw1"
-    batch_max: int = 1000
+    batch_max: int = 500
     batch_wait_s: float = 0.005
     stats_interval_s: float = 5.0
     retry_s: float = 1.0

@@ -80,3 +80,15 @@ def test_old_dedup_keys_are_pruned_daily_and_the_store_still_catches_resends(sto
     assert len(ingest.pipeline.dedup) == 0
     again = ingest.process([received([old], mid=2)], NOW - 39 * DAY_MS)
     assert (again.result.stored, again.result.duplicate) == (0, 1)
+
+
+def test_device_and_hub_acks_in_one_batch(store):
+    from adapters import gatt_encode as enc
+
+    store.add_device("hub-1", "hub")
+    record = {"dev": "AA:BB:CC:DD:EE:01", "uuid": 0x2A35, "rx": NOW - 500, "tz": 0, "hseq": 7,
+              "val": enc.blood_pressure(enc.sfloat(120), enc.sfloat(80), enc.sfloat(93))}
+    outcome = Ingest(store).process([
+        received([{"seq": 0, "t": NOW - 1000, "type": "bp", "sys": 120, "dia": 80}]),
+        Received("pmp/v1/hub/hub-1/gatt", msgpack.packb([record]), 2, 1, 1, NOW)], NOW)
+    assert outcome.publications == [("pmp/v1/dev/tono-1/ack", b'{"seq": 0}'), ("pmp/v1/hub/hub-1/ack", b'{"hseq": 7}')]
