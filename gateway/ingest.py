@@ -28,7 +28,7 @@ from core.rules import Rule
 
 from .acks import ContiguousAcks
 from .clock import now_ms
-from .store import AlertIn, CommitResult, Store
+from .store import AlertIn, CommitResult, Store, StoreError
 
 # Device kind recorded for a publisher first seen on a topic: by the kind of its first row.
 FIRST_SEEN_KIND: dict[int, str] = {Kind.BP: "bp", Kind.GLU: "glu", Kind.GLU_CONTEXT: "glu", Kind.CGM: "cgm"}
@@ -68,21 +68,24 @@ class Ingest:
         self.store = store
         self._registry_version = store.registry_version()
         self.devices = DeviceIndex(store.device_index())
-        self.pipeline = core.Pipeline(impl, n_patients=len(store.patient_index()), tz_min=store.tz_offsets(),
-                                      bindings=store.bindings(), dedup_capacity=store.count_readings())
-        self.pipeline.dedup = impl.DedupTable.from_keys(store.dedup_keys())
-        self._restore_windows(impl)
+        self.impl = impl
+        self._load_core_state()
         self.device_acks = ContiguousAcks(store.publisher_acks("dev"))
         self.hub_acks = ContiguousAcks(store.publisher_acks("hub"))
         self.closed_day = self.local_days(now_ms())
         self.pruned_day = now_ms() // DAY_MS
 
-    def _restore_windows(self, impl) -> None:
-        """Window state as saved, plus the readings stored since (replayed in id order)."""
-        arrays, through = self.store.load_windows()
+    def _load_core_state(self) -> None:
+        """The core's state as the store has it: registry, dedup keys of stored readings,
+        window state as saved plus the readings stored since (replayed in id order)."""
+        store, impl = self.store, self.impl
+        self.pipeline = core.Pipeline(impl, n_patients=len(store.patient_index()), tz_min=store.tz_offsets(),
+                                      bindings=store.bindings())
+        self.pipeline.dedup = impl.DedupTable.from_keys(store.dedup_keys())  # sized by the keys it holds
+        arrays, through = store.load_windows()
         self.pipeline.windows = impl.WindowState.from_arrays(**arrays)
         while True:
-            batch, ids = self.store.readings_batch(after_id=through)
+            batch, ids = store.readings_batch(after_id=through)
             if not len(ids):
                 return
             self.pipeline.windows.update(batch, self.pipeline.thresholds)
@@ -130,7 +133,8 @@ class Ingest:
 
     def process(self, messages: list[Received], now_ms: int) -> Outcome:
         """Decode, validate, dedup, bind, window and evaluate ``messages``; commit them in one
-        transaction. Raises StoreError (nothing written; the messages must not be acked)."""
+        transaction. Raises StoreError (nothing written, the core's state reloaded from the
+        store; the messages must not be acked, and may be processed again)."""
         self.refresh_registry()
         known = len(self.devices)
         decoded = decode_messages([Inbound(m.topic, m.payload, m.rx_ms) for m in messages], self.devices)
@@ -141,10 +145,16 @@ class Ingest:
         details = {row: decoded.details[(int(decoded.message[row]), int(decoded.element[row]))]
                    for row in range(len(batch)) if (int(decoded.message[row]), int(decoded.element[row])) in
                    decoded.details}
-        result = self.store.commit_batch(
-            batch, now_ms=now_ms, payloads=[m.payload for m in messages], message=decoded.message,
-            element=decoded.element, topics=[m.topic for m in messages], details=details, meal=decoded.meal,
-            battery=decoded.battery, alerts=[_alert_in(batch, a) for a in reading_alerts])
+        try:
+            result = self.store.commit_batch(
+                batch, now_ms=now_ms, payloads=[m.payload for m in messages], message=decoded.message,
+                element=decoded.element, topics=[m.topic for m in messages], details=details, meal=decoded.meal,
+                battery=decoded.battery, alerts=[_alert_in(batch, a) for a in reading_alerts])
+        except StoreError:
+            # The core took the batch into its dedup table and windows, the store did not:
+            # forget it, or the retry would find every reading "already stored".
+            self._load_core_state()
+            raise
         publications = [(f"pmp/v1/alert/{alert['patient']}", json.dumps(alert).encode()) for alert in result.alerts]
         publications += self._acks(messages, batch, decoded.message, decoded.hseq)
         return Outcome(result, publications)

@@ -92,3 +92,26 @@ def test_device_and_hub_acks_in_one_batch(store):
         received([{"seq": 0, "t": NOW - 1000, "type": "bp", "sys": 120, "dia": 80}]),
         Received("pmp/v1/hub/hub-1/gatt", msgpack.packb([record]), 2, 1, 1, NOW)], NOW)
     assert outcome.publications == [("pmp/v1/dev/tono-1/ack", b'{"seq": 0}'), ("pmp/v1/hub/hub-1/ack", b'{"hseq": 7}')]
+
+
+def test_a_refused_commit_loses_nothing_when_retried(tmp_path):
+    import sqlite3
+
+    from gateway.store import StoreError
+
+    path = tmp_path / "locked.db"
+    with Store.open(path, busy_timeout_ms=50) as locked_store:
+        locked_store.add_patient("P1", tz="UTC")
+        locked_store.add_device("tono-1", "bp")
+        locked_store.bind("tono-1", "P1", 0)
+        ingest = Ingest(locked_store)
+        batch = [received([{"seq": 0, "t": NOW - 1000, "type": "bp", "sys": 185, "dia": 90}])]
+        blocker = sqlite3.connect(path)
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database
+        with pytest.raises(StoreError):
+            ingest.process(batch, NOW)
+        blocker.rollback()
+        blocker.close()
+        retried = ingest.process(batch, NOW)
+        assert (retried.result.stored, retried.result.duplicate) == (1, 0)
+        assert [t for t, _ in retried.publications] == ["pmp/v1/alert/P1", "pmp/v1/dev/tono-1/ack"]
