@@ -111,13 +111,14 @@ class Ingest:
         today = self.local_days(now)
         known = self.closed_day[: len(today)]
         closed = np.flatnonzero(today[: len(known)] > known)
-        self.closed_day = today
         alerts = self.pipeline.close_days(closed.astype(np.int32), today[closed] - 1)
         result = self.store.commit_batch(core.empty_batch(0), now_ms=now, alerts=[
             AlertIn(patient=int(a["patient"]), rule=Rule(int(a["rule"])).name,
                     t=(int(a["day"]) + 1) * DAY_MS - int(self.pipeline.windows.tz_min[a["patient"]]) * 60_000 - 1,
-                    late=False, values=dict(zip(WINDOW_VALUES[Rule(int(a["rule"]))], map(float, a["values"]))))
+                    late=False, values={name: None if math.isnan(x) else x for name, x in
+                                        zip(WINDOW_VALUES[Rule(int(a["rule"]))], a["values"].tolist())})
             for a in alerts])
+        self.closed_day = today  # only now: a refused commit closes the same days next time
         return Outcome(result, [(f"pmp/v1/alert/{alert['patient']}", json.dumps(alert).encode())
                                 for alert in result.alerts])
 
