@@ -69,6 +69,21 @@ RULES: dict[Rule, RuleSpec] = {
     Rule.DEVICE: RuleSpec("task", ("device_admin",), "device"),
 }
 
+# An alert caused by a reading measured more than 24 h before it arrived (``late``) never
+# pages anyone as an emergency (DESIGN.md "Windows and late data"): its severity is capped
+# at this one and it goes to the attending physician only, for review.
+LATE_SEVERITY_CAP = "urgent"
+LATE_ROUTE: tuple[Role, ...] = ("physician",)
+
+
+def severity_and_route(rule: Rule, late: bool) -> tuple[Severity, tuple[Role, ...]]:
+    """The severity and route an alert of ``rule`` is raised with, late or not."""
+    spec = RULES[rule]
+    if late and SEVERITY_RANK[spec.severity] < SEVERITY_RANK[LATE_SEVERITY_CAP]:
+        return LATE_SEVERITY_CAP, LATE_ROUTE
+    return spec.severity, spec.route
+
+
 # Severity order, most severe first; "most severe of a family" compares these ranks.
 SEVERITY_RANK: dict[str, int] = {"emergency": 0, "urgent": 1, "warning": 2, "task": 3}
 

@@ -47,7 +47,7 @@ from core.bind import BINDING_DTYPE, OPEN_END, Bindings
 from core.codes import AUX_ABSENT, NO_USER, UNIT_NAMES, Flag, Kind, Reason
 from core.dedup import KEY_DTYPE, TAG_CONTEXT_SEQ, TAG_FINGERPRINT, TAG_SEQ
 from core.layout import empty_batch
-from core.rules import RULES, SEVERITY_RANK, Rule
+from core.rules import SEVERITY_RANK, Rule, severity_and_route
 from core.windows import N_ACC, N_METRICS, RING_DAYS, WindowState
 
 Synchronous = Literal["FULL", "NORMAL"]
@@ -180,8 +180,8 @@ SELECT_OPEN_ALERT = ("SELECT id, notified, late FROM alerts "
                      "WHERE patient = ? AND rule = ? AND state != 'resolved'")
 INSERT_ALERT = ("INSERT INTO alerts (patient, rule, severity, route, t, raised, updated, notified, late, values_json) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-UPDATE_ALERT = ("UPDATE alerts SET t = ?, updated = ?, notified = ?, late = ?, values_json = ?, "
-                "occurrences = occurrences + 1 WHERE id = ?")
+UPDATE_ALERT = ("UPDATE alerts SET t = ?, updated = ?, notified = ?, late = ?, values_json = ?, severity = ?, "
+                "route = ?, occurrences = occurrences + 1 WHERE id = ?")
 INSERT_ALERT_READING = "INSERT INTO alert_readings (alert, reading) VALUES (?, ?) ON CONFLICT DO NOTHING"
 INSERT_ALERT_EVENT = "INSERT INTO alert_events (alert, at, actor, action, note) VALUES (?, ?, ?, ?, ?)"
 SELECT_ALERTS = """SELECT a.id, p.id, a.rule, a.severity, a.route, a.t, a.raised, a.late, a.values_json,
@@ -678,19 +678,21 @@ class Store:
                      now_ms: int) -> tuple[int, bool]:
         """Insert or update the (patient, rule) alert; return (id, whether to publish it)."""
         rule = Rule[alert["rule"]]
-        spec = RULES[rule]
         late = bool(alert["late"])
         values = json.dumps(alert["values"], separators=(",", ":"))
         existing = conn.execute(SELECT_OPEN_ALERT, (alert["patient"], rule.name)).fetchone()
         if existing is None:
-            alert_id = conn.execute(INSERT_ALERT, (alert["patient"], rule.name, spec.severity, json.dumps(spec.route),
+            severity, route = severity_and_route(rule, late)
+            alert_id = conn.execute(INSERT_ALERT, (alert["patient"], rule.name, severity, json.dumps(route),
                                                    alert["t"], now_ms, now_ms, now_ms, late, values)).lastrowid
             action, notify = "raised", True
         else:
             alert_id, notified, was_late = existing
             notify = now_ms - notified >= COOLDOWN_MS or (bool(was_late) and not late)
+            still_late = bool(was_late) and late
+            severity, route = severity_and_route(rule, still_late)
             conn.execute(UPDATE_ALERT, (alert["t"], now_ms, now_ms if notify else notified,
-                                        bool(was_late) and late, values, alert_id))
+                                        still_late, values, severity, json.dumps(route), alert_id))
             action = "renotified" if notify else "updated"
         conn.executemany(INSERT_ALERT_READING, [(alert_id, r) for r in reading_ids])
         conn.execute(INSERT_ALERT_EVENT, (alert_id, now_ms, GATEWAY_ACTOR, action, None))

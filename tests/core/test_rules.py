@@ -218,3 +218,13 @@ def test_compiled_equals_twin(data, table):
             event(f"raised {name}")
         for compiled, twin in zip(out_c + state_c, out_r + state_r):
             assert compiled.tobytes() == twin.tobytes()
+
+
+def test_late_alerts_are_never_emergencies():
+    from core.rules import severity_and_route
+
+    assert severity_and_route(Rule.BP_CRISIS, False) == ("emergency", ("physician", "nurse"))
+    assert severity_and_route(Rule.BP_CRISIS, True) == ("urgent", ("physician",))
+    assert severity_and_route(Rule.GLU_LOW_L2, True) == ("urgent", ("physician",))
+    assert severity_and_route(Rule.GLU_HIGH, True) == RULES[Rule.GLU_HIGH][:2]
+    assert severity_and_route(Rule.BP_HOME_HIGH, True) == ("warning", ("physician",))

@@ -115,3 +115,14 @@ def test_a_refused_commit_loses_nothing_when_retried(tmp_path):
         retried = ingest.process(batch, NOW)
         assert (retried.result.stored, retried.result.duplicate) == (1, 0)
         assert [t for t, _ in retried.publications] == ["pmp/v1/alert/P1", "pmp/v1/dev/tono-1/ack"]
+
+
+def test_a_late_crisis_is_urgent_until_a_current_one_makes_it_an_emergency(store):
+    ingest = Ingest(store)
+    late = ingest.process([received([{"seq": 0, "t": NOW - 2 * DAY_MS, "type": "bp", "sys": 190, "dia": 100}])], NOW)
+    (alert,) = late.result.alerts
+    assert (alert["severity"], alert["late"], alert["route"]) == ("urgent", True, ["physician"])
+    current = ingest.process([received([{"seq": 1, "t": NOW - 1000, "type": "bp", "sys": 192, "dia": 100}], mid=2)],
+                             NOW)
+    (alert,) = current.result.alerts
+    assert (alert["severity"], alert["late"], set(alert["route"])) == ("emergency", False, {"physician", "nurse"})

@@ -135,6 +135,7 @@ async def test_late_reading_alert_is_marked_late(broker, store):
     watcher.stop()
     (alert,) = watcher.on("pmp/v1/alert/")
     assert (alert["rule"], alert["late"]) == ("GLU_LOW_L2", True)
+    assert (alert["severity"], alert["route"]) == ("urgent", ["physician"])  # never paged as an emergency
 
 
 async def test_drain_commits_what_it_holds_and_says_offline(broker, store):
