@@ -287,9 +287,10 @@ class MqttLink:
         """Return once the current connection is up (subscribed, ``online`` published)."""
         await self._connected.wait()
 
-    async def receive_batch(self, max_messages: int, max_wait_s: float) -> list[Received]:
+    async def receive_batch(self, max_messages: int, max_wait_s: float, max_bytes: int = 2**62) -> list[Received]:
         """Wait for at least one message, then up to ``max_wait_s`` more for a full batch;
-        return at most ``max_messages`` messages in arrival order (removed from the inbox)."""
+        return at most ``max_messages`` messages in arrival order (removed from the inbox),
+        stopping after the one that brings the payloads to ``max_bytes``."""
         while not self._inbox:
             self._arrived = trio.Event()
             await self._arrived.wait()
@@ -297,7 +298,10 @@ class MqttLink:
             while len(self._inbox) < max_messages:
                 self._arrived = trio.Event()
                 await self._arrived.wait()
-        batch = [self._inbox.popleft() for _ in range(min(max_messages, len(self._inbox)))]
+        batch, size = [], 0
+        while self._inbox and len(batch) < max_messages and size < max_bytes:
+            batch.append(self._inbox.popleft())
+            size += len(batch[-1].payload)
         self._taken.set()
         return batch
 

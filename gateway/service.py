@@ -39,6 +39,7 @@ class ServiceSettings:
 
     gw_id: str = "gw1"
     batch_max: int = 500
+    batch_max_bytes: int = 256 * 1024  # about 5,000 readings: bounds how long an alert waits behind a batch
     batch_wait_s: float = 0.005
     stats_interval_s: float = 5.0
     retry_s: float = 1.0
@@ -78,7 +79,8 @@ class Gateway:
             while not self._draining:
                 self._receiving = trio.CancelScope()
                 with self._receiving:
-                    messages = await self.link.receive_batch(self.settings.batch_max, self.settings.batch_wait_s)
+                    messages = await self.link.receive_batch(self.settings.batch_max, self.settings.batch_wait_s,
+                                                             self.settings.batch_max_bytes)
                 if self._receiving.cancelled_caught:
                     break
                 await self._commit(ingest, messages)

@@ -150,3 +150,22 @@ async def test_full_inbox_pauses_reading_but_loses_nothing(broker):
         assert [m.payload for m in got] == [b"%d" % i for i in range(200)]
         link.ack(got)
         await link.close()
+
+
+async def test_batches_stop_at_the_byte_bound(broker):
+    async with trio.open_nursery() as nursery:
+        link = MqttLink(settings(broker))
+        await nursery.start(link.run)
+        await trio.to_thread.run_sync(publish, broker, [bytes(100)] * 10)
+        await until_backlog(link, 10)
+        first = await link.receive_batch(10, 0, max_bytes=250)
+        assert len(first) == 3  # the message that crosses the bound is the last of the batch
+        rest = await receive(link, 7)
+        link.ack(first + rest)
+        await link.close()
+
+
+async def until_backlog(link: MqttLink, n: int) -> None:
+    with trio.fail_after(5):
+        while link.backlog < n:
+            await trio.sleep(0.01)
