@@ -24,7 +24,8 @@ from bench._harness import Result, best_seconds
 from bench.fleet import make_fleet
 from core.codes import Reason
 from core.pipeline import Pipeline
-from gateway.store import INSERT_READING, PRAGMAS, Store, reading_rows
+from gateway.store import Store, reading_rows
+from gateway.store.sql import INSERT_READING, PRAGMAS
 
 BATCH = 1_000  # rows per transaction
 PROJECT_DIR = pathlib.Path(__file__).resolve().parent.parent

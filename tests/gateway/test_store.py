@@ -12,7 +12,9 @@ from core.codes import NO_USER, Flag, Kind, Reason
 from core.dedup import DedupTable
 from core.pipeline import Pipeline
 from core.windows import WindowState
-from gateway.store import MIGRATIONS, COOLDOWN_MS, RegistryError, Store, StoreError
+from gateway.store import RegistryError, Store, StoreError
+from gateway.store.sql import MIGRATIONS
+from gateway.store.store import COOLDOWN_MS
 
 NOW = 1_764_072_000_000
 HOUR = 3_600_000

@@ -1,9 +1,9 @@
-"""gateway.store: the one interface between the gateway and its database (SQLite in WAL mode).
+"""The Store: the one interface between the gateway and its database (SQLite in WAL mode).
 
 Everything the gateway keeps across restarts goes through ``Store``: the registry
 (devices, patients, staff, bindings), readings, quarantine, alerts and their history,
-window state and the gateway's counters. All SQL lives in this module, as constants and
-tables at the top; nothing sqlite-specific leaves it (callers get ints, floats, str, bytes,
+window state and the gateway's counters. All SQL lives in ``gateway.store.sql``, as
+constants and the numbered migrations; nothing sqlite-specific leaves this package (callers get ints, floats, str, bytes,
 dicts and numpy arrays), so PostgreSQL can take its place behind the same methods.
 
 Invariants the database enforces (DESIGN.md "Persistence"), not memory:
@@ -50,183 +50,63 @@ from core.layout import empty_batch
 from core.rules import SEVERITY_RANK, Rule, severity_and_route
 from core.windows import N_ACC, N_METRICS, RING_DAYS, WindowState
 
-Synchronous = Literal["FULL", "NORMAL"]
-
-# ---------------------------------------------------------------------------------------
-# Schema: numbered migrations, applied in order on open, each in its own transaction.
-# A migration is never edited once released; a change is a new number.
-# ---------------------------------------------------------------------------------------
-
-SCHEMA_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
-    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied INTEGER NOT NULL)"""
-
-MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
-    (1, "registry, readings, quarantine, alerts, windows, counters", (
-        # Small named integers: schema-independent marks and the gateway's counters.
-        """CREATE TABLE kv (key TEXT PRIMARY KEY, value INTEGER NOT NULL)""",
-        """CREATE TABLE staff (
-            id TEXT PRIMARY KEY, name TEXT NOT NULL,
-            role TEXT NOT NULL CHECK (role IN
-                ('physician', 'nurse', 'device_admin', 'personal_admin', 'head', 'monitoring_admin')))""",
-        """CREATE TABLE devices (
-            id TEXT PRIMARY KEY, idx INTEGER NOT NULL UNIQUE,
-            kind TEXT NOT NULL CHECK (kind IN ('bp', 'glu', 'cgm', 'hub')),
-            retired INTEGER,                       -- ms UTC, NULL while in service
-            created INTEGER NOT NULL)""",
-        """CREATE TABLE patients (
-            id TEXT PRIMARY KEY, idx INTEGER NOT NULL UNIQUE,
-            programmes TEXT NOT NULL,              -- comma-separated: AH, DM1, DM2
-            dispensary INTEGER NOT NULL DEFAULT 1, -- under dispensary observation
-            tz TEXT NOT NULL, utc_offset_min INTEGER NOT NULL,
-            physician TEXT REFERENCES staff (id), nurse TEXT REFERENCES staff (id),
-            personal_admin TEXT REFERENCES staff (id),
-            targets TEXT NOT NULL DEFAULT '{}',    -- JSON: THRESHOLDS names -> value, plan
-            created INTEGER NOT NULL)""",
-        """CREATE TABLE bindings (
-            id INTEGER PRIMARY KEY,
-            device INTEGER NOT NULL REFERENCES devices (idx),
-            user_slot INTEGER CHECK (user_slot BETWEEN 0 AND 254),  -- NULL = any slot
-            valid_from INTEGER NOT NULL, valid_to INTEGER,          -- [from, to), NULL = open
-            patient INTEGER NOT NULL REFERENCES patients (idx),
-            created INTEGER NOT NULL,
-            CHECK (valid_to IS NULL OR valid_to > valid_from))""",
-        """CREATE INDEX bindings_device ON bindings (device, user_slot, valid_from)""",
-        # No foreign keys on the hot tables: the core only produces registered indexes,
-        # and a per-row parent lookup would cost throughput.
-        """CREATE TABLE readings (
-            id INTEGER PRIMARY KEY,
-            device INTEGER NOT NULL, patient INTEGER NOT NULL, seq INTEGER,
-            t INTEGER NOT NULL, rx INTEGER NOT NULL, type TEXT NOT NULL,
-            sys REAL, dia REAL, map REAL, pul REAL, glu REAL, glu_range TEXT, trend REAL, quality REAL,
-            flags INTEGER NOT NULL, status INTEGER NOT NULL, unit_in TEXT, user_slot INTEGER,
-            meal TEXT, battery REAL,
-            fingerprint INTEGER NOT NULL, dedup_tag INTEGER NOT NULL, dedup_key INTEGER NOT NULL,
-            extra TEXT,                            -- JSON of kind-specific values (EXTRA_FIELDS)
-            UNIQUE (device, dedup_tag, dedup_key))""",
-        """CREATE INDEX readings_patient_t ON readings (patient, t)""",
-        """CREATE TABLE quarantine_payloads (
-            id INTEGER PRIMARY KEY, topic TEXT, rx INTEGER NOT NULL, data BLOB NOT NULL)""",
-        """CREATE TABLE quarantine (
-            id INTEGER PRIMARY KEY,
-            device INTEGER,                        -- registry idx, NULL when unknown
-            reason TEXT NOT NULL, detail TEXT, type TEXT, seq INTEGER, t INTEGER, rx INTEGER NOT NULL,
-            payload INTEGER REFERENCES quarantine_payloads (id), element INTEGER,
-            replayed INTEGER)                      -- ms UTC of the replay, NULL until then""",
-        """CREATE INDEX quarantine_device ON quarantine (device, reason)""",
-        """CREATE TABLE alerts (
-            id INTEGER PRIMARY KEY,
-            patient INTEGER NOT NULL REFERENCES patients (idx),
-            rule TEXT NOT NULL, severity TEXT NOT NULL, route TEXT NOT NULL,  -- route: JSON list
-            t INTEGER NOT NULL,                    -- measurement time of the latest occurrence
-            raised INTEGER NOT NULL, updated INTEGER NOT NULL, notified INTEGER NOT NULL,
-            late INTEGER NOT NULL, values_json TEXT NOT NULL,
-            state TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'acknowledged', 'resolved')),
-            escalated INTEGER NOT NULL DEFAULT 0, escalated_at INTEGER,
-            occurrences INTEGER NOT NULL DEFAULT 1)""",
-        """CREATE UNIQUE INDEX alerts_one_open ON alerts (patient, rule) WHERE state != 'resolved'""",
-        """CREATE INDEX alerts_state ON alerts (state, severity)""",
-        """CREATE TABLE alert_readings (
-            alert INTEGER NOT NULL REFERENCES alerts (id), reading INTEGER NOT NULL,
-            PRIMARY KEY (alert, reading))""",
-        """CREATE TABLE alert_events (
-            id INTEGER PRIMARY KEY, alert INTEGER NOT NULL REFERENCES alerts (id),
-            at INTEGER NOT NULL, actor TEXT NOT NULL,  -- 'gateway' or a staff id
-            action TEXT NOT NULL, note TEXT)""",
-        """CREATE INDEX alert_events_alert ON alert_events (alert)""",
-        # One row per patient: float64 little-endian [N_METRICS, RING_DAYS, N_ACC] (core.windows).
-        """CREATE TABLE windows (patient INTEGER PRIMARY KEY, acc BLOB NOT NULL)""",
-    )),
+from .sql import (
+    SCHEMA_TABLE,
+    MIGRATIONS,
+    PRAGMAS_NEW_DB,
+    PRAGMAS,
+    READING_COLUMNS,
+    INSERT_READING,
+    MAX_READING_ID,
+    READING_BY_KEY,
+    SELECT_KEYS,
+    SELECT_READINGS_BATCH,
+    SELECT_READINGS,
+    SELECT_READINGS_KEYS,
+    INSERT_PAYLOAD,
+    INSERT_QUARANTINE,
+    SELECT_QUARANTINE,
+    SELECT_QUARANTINE_KEYS,
+    SELECT_OPEN_ALERT,
+    INSERT_ALERT,
+    UPDATE_ALERT,
+    INSERT_ALERT_READING,
+    INSERT_ALERT_EVENT,
+    SELECT_ALERTS,
+    SELECT_ALERT_READINGS,
+    SELECT_ALERT_STATE,
+    SET_ALERT_STATE,
+    SELECT_ALERT_EVENTS,
+    COUNT_OPEN_ALERTS,
+    ADD_COUNTER,
+    SET_KV,
+    SELECT_KV,
+    GET_KV,
+    ACK_KEY_PREFIX,
+    REGISTRY_VERSION_KEY,
+    WINDOWS_THROUGH_KEY,
+    UPSERT_WINDOW,
+    SELECT_WINDOWS,
+    NEXT_DEVICE_IDX,
+    NEXT_PATIENT_IDX,
+    INSERT_DEVICE,
+    INSERT_PATIENT,
+    INSERT_STAFF,
+    SELECT_STAFF,
+    DEVICE_IDX,
+    PATIENT_IDX,
+    ALL_DEVICES,
+    ALL_PATIENTS,
+    PATIENT_OFFSETS,
+    OVERLAPPING_BINDING,
+    INSERT_BINDING,
+    OPEN_BINDING_AT,
+    CLOSE_BINDING,
+    ALL_BINDINGS,
 )
 
-# Measured with bench/store_insert_ceiling.py: page size (1-16 KiB) hardly matters; a batch
-# dirties about one leaf page per row in each of the two random-order indexes, so what
-# counts is how often those pages are written back: checkpointing every ~40 MiB of WAL
-# instead of SQLite's 4 MiB gave +30 % rows/s; the (patient, t) index costs ~30 %.
-PRAGMAS_NEW_DB = ("PRAGMA page_size = 4096",)
-PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA foreign_keys = ON", "PRAGMA cache_size = -131072",
-           "PRAGMA wal_autocheckpoint = 10000")
+Synchronous = Literal["FULL", "NORMAL"]
 
-READING_COLUMNS = ("device", "patient", "seq", "t", "rx", "type", "sys", "dia", "map", "pul", "glu", "glu_range",
-                   "trend", "quality", "flags", "status", "unit_in", "user_slot", "meal", "battery",
-                   "fingerprint", "dedup_tag", "dedup_key", "extra")
-INSERT_READING = (f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) "
-                  f"VALUES ({', '.join('?' * len(READING_COLUMNS))}) "
-                  "ON CONFLICT (device, dedup_tag, dedup_key) DO NOTHING")
-MAX_READING_ID = "SELECT COALESCE(MAX(id), 0) FROM readings"
-READING_BY_KEY = "SELECT id, fingerprint FROM readings WHERE device = ? AND dedup_tag = ? AND dedup_key = ?"
-SELECT_KEYS = "SELECT device, dedup_tag, dedup_key, fingerprint, t FROM readings WHERE t >= ?"
-SELECT_READINGS_BATCH = (f"SELECT id, {', '.join(READING_COLUMNS)} FROM readings WHERE id > ? ORDER BY id LIMIT ?")
-SELECT_READINGS = """SELECT r.id, d.id, p.id, r.seq, r.t, r.rx, r.type, r.sys, r.dia, r.map, r.pul, r.glu,
-    r.glu_range, r.trend, r.flags, r.meal, r.battery
-    FROM readings r JOIN devices d ON d.idx = r.device JOIN patients p ON p.idx = r.patient
-    WHERE (:patient IS NULL OR p.id = :patient) AND (:device IS NULL OR d.id = :device)
-      AND r.t >= :since AND r.t < :until ORDER BY r.t, r.id LIMIT :limit"""
-SELECT_READINGS_KEYS = ("id", "device", "patient", "seq", "t", "rx", "type", "sys", "dia", "map", "pul", "glu",
-                        "range", "trend", "flags", "meal", "battery")
-
-INSERT_PAYLOAD = "INSERT INTO quarantine_payloads (topic, rx, data) VALUES (?, ?, ?)"
-INSERT_QUARANTINE = ("INSERT INTO quarantine (device, reason, detail, type, seq, t, rx, payload, element) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
-SELECT_QUARANTINE = """SELECT q.id, d.id, q.reason, q.detail, q.type, q.seq, q.t, q.rx, q.element, q.replayed,
-    qp.topic, qp.data
-    FROM quarantine q LEFT JOIN devices d ON d.idx = q.device
-    LEFT JOIN quarantine_payloads qp ON qp.id = q.payload
-    WHERE (:device IS NULL OR d.id = :device) AND (:reason IS NULL OR q.reason = :reason)
-    ORDER BY q.id LIMIT :limit"""
-SELECT_QUARANTINE_KEYS = ("id", "device", "reason", "detail", "type", "seq", "t", "rx", "element", "replayed",
-                          "topic", "payload")
-
-SELECT_OPEN_ALERT = ("SELECT id, notified, late FROM alerts "
-                     "WHERE patient = ? AND rule = ? AND state != 'resolved'")
-INSERT_ALERT = ("INSERT INTO alerts (patient, rule, severity, route, t, raised, updated, notified, late, values_json) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-UPDATE_ALERT = ("UPDATE alerts SET t = ?, updated = ?, notified = ?, late = ?, values_json = ?, severity = ?, "
-                "route = ?, occurrences = occurrences + 1 WHERE id = ?")
-INSERT_ALERT_READING = "INSERT INTO alert_readings (alert, reading) VALUES (?, ?) ON CONFLICT DO NOTHING"
-INSERT_ALERT_EVENT = "INSERT INTO alert_events (alert, at, actor, action, note) VALUES (?, ?, ?, ?, ?)"
-SELECT_ALERTS = """SELECT a.id, p.id, a.rule, a.severity, a.route, a.t, a.raised, a.late, a.values_json,
-    a.state, a.escalated, a.occurrences
-    FROM alerts a JOIN patients p ON p.idx = a.patient
-    WHERE (:id IS NULL OR a.id = :id) AND (:patient IS NULL OR p.id = :patient)
-      AND (:state IS NULL OR a.state = :state) AND (:severity IS NULL OR a.severity = :severity)
-    ORDER BY a.id LIMIT :limit"""
-SELECT_ALERT_READINGS = "SELECT reading FROM alert_readings WHERE alert = ? ORDER BY reading"
-SELECT_ALERT_STATE = "SELECT state FROM alerts WHERE id = ?"
-SET_ALERT_STATE = "UPDATE alerts SET state = ?, updated = ? WHERE id = ?"
-SELECT_ALERT_EVENTS = "SELECT at, actor, action, note FROM alert_events WHERE alert = ? ORDER BY id"
-COUNT_OPEN_ALERTS = "SELECT severity, COUNT(*) FROM alerts WHERE state != 'resolved' GROUP BY severity"
-
-ADD_COUNTER = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = value + excluded.value"
-SET_KV = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-SELECT_KV = "SELECT key, value FROM kv"
-GET_KV = "SELECT value FROM kv WHERE key = ?"
-ACK_KEY_PREFIX = "ack."
-REGISTRY_VERSION_KEY = "registry_version"
-WINDOWS_THROUGH_KEY = "windows_through_reading"
-
-UPSERT_WINDOW = "INSERT INTO windows (patient, acc) VALUES (?, ?) ON CONFLICT (patient) DO UPDATE SET acc = excluded.acc"
-SELECT_WINDOWS = "SELECT patient, acc FROM windows WHERE patient < ?"
-
-NEXT_DEVICE_IDX = "SELECT COALESCE(MAX(idx) + 1, 0) FROM devices"
-NEXT_PATIENT_IDX = "SELECT COALESCE(MAX(idx) + 1, 0) FROM patients"
-INSERT_DEVICE = "INSERT INTO devices (id, idx, kind, created) VALUES (?, ?, ?, ?)"
-INSERT_PATIENT = ("INSERT INTO patients (id, idx, programmes, dispensary, tz, utc_offset_min, physician, nurse, "
-                  "personal_admin, targets, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-INSERT_STAFF = "INSERT INTO staff (id, name, role) VALUES (?, ?, ?)"
-SELECT_STAFF = "SELECT 1 FROM staff WHERE id = ?"
-DEVICE_IDX = "SELECT idx FROM devices WHERE id = ?"
-PATIENT_IDX = "SELECT idx FROM patients WHERE id = ?"
-ALL_DEVICES = "SELECT id, idx FROM devices"
-ALL_PATIENTS = "SELECT id, idx FROM patients"
-PATIENT_OFFSETS = "SELECT idx, utc_offset_min FROM patients"
-OVERLAPPING_BINDING = """SELECT b.id, p.id, b.valid_from, b.valid_to FROM bindings b JOIN patients p ON p.idx = b.patient
-    WHERE b.device = ? AND b.user_slot IS ? AND b.valid_from < ? AND (b.valid_to IS NULL OR b.valid_to > ?)"""
-INSERT_BINDING = ("INSERT INTO bindings (device, user_slot, valid_from, valid_to, patient, created) "
-                  "VALUES (?, ?, ?, ?, ?, ?)")
-OPEN_BINDING_AT = ("SELECT id, valid_from FROM bindings WHERE device = ? AND user_slot IS ? "
-                   "AND valid_from < ? AND (valid_to IS NULL OR valid_to > ?)")
-CLOSE_BINDING = "UPDATE bindings SET valid_to = ? WHERE id = ?"
-ALL_BINDINGS = "SELECT device, user_slot, valid_from, valid_to, patient FROM bindings"
 
 # ---------------------------------------------------------------------------------------
 # Code tables: how core codes are spelled in the database.
