@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -14,6 +15,16 @@ from adapters.mqtt import STATE_OFFLINE, STATE_ONLINE, LinkSettings, MqttLink
 pytestmark = pytest.mark.trio
 
 TOPIC = "pmp/v1/dev/tono-1/m"
+
+
+@contextlib.asynccontextmanager
+async def running(broker, **overrides):
+    """A link connected to ``broker`` for the body of the block, closed after it."""
+    async with trio.open_nursery() as nursery:
+        link = MqttLink(settings(broker, **overrides))
+        await nursery.start(link.run)
+        yield link
+        await link.close()
 
 
 def settings(broker, **overrides) -> LinkSettings:
@@ -64,41 +75,27 @@ async def nothing_arrives(link: MqttLink, wait_s: float = 0.5) -> bool:
 
 
 async def test_messages_arrive_in_order_and_acked_ones_are_not_redelivered(broker):
-    async with trio.open_nursery() as nursery:
-        link = MqttLink(settings(broker))
-        await nursery.start(link.run)
+    async with running(broker) as link:
         await trio.to_thread.run_sync(publish, broker, [b"%d" % i for i in range(20)])
         got = await receive(link, 20)
         assert [m.payload for m in got] == [b"%d" % i for i in range(20)]
         assert link.ack(got) == 20
-        await link.close()
-    async with trio.open_nursery() as nursery:
-        again = MqttLink(settings(broker))
-        await nursery.start(again.run)
+    async with running(broker) as again:
         assert await nothing_arrives(again)
-        await again.close()
 
 
 async def test_unacked_messages_are_redelivered_to_the_restarted_gateway(broker):
-    async with trio.open_nursery() as nursery:
-        link = MqttLink(settings(broker))
-        await nursery.start(link.run)
+    async with running(broker) as link:
         await trio.to_thread.run_sync(publish, broker, [b"a", b"b", b"c"])
         assert len(await receive(link, 3)) == 3
-        await link.close()
-    async with trio.open_nursery() as nursery:
-        restarted = MqttLink(settings(broker))
-        await nursery.start(restarted.run)
+    async with running(broker) as restarted:
         redelivered = await receive(restarted, 3)
         assert sorted(m.payload for m in redelivered) == [b"a", b"b", b"c"]
         restarted.ack(redelivered)
-        await restarted.close()
 
 
 async def test_acks_of_a_lost_connection_are_dropped_and_the_broker_redelivers(broker):
-    async with trio.open_nursery() as nursery:
-        link = MqttLink(settings(broker, reconnect_min_s=0.05))
-        await nursery.start(link.run)
+    async with running(broker, reconnect_min_s=0.05) as link:
         await trio.to_thread.run_sync(publish, broker, [b"x", b"y"])
         first = await receive(link, 2)
         link._sock.shutdown(socket.SHUT_RDWR)  # the connection breaks under the gateway's feet
@@ -110,59 +107,44 @@ async def test_acks_of_a_lost_connection_are_dropped_and_the_broker_redelivers(b
         assert sorted(m.payload for m in second) == [b"x", b"y"]
         assert {m.connection for m in second} == {2}
         assert link.ack(second) == 2
-        await link.close()
 
 
 async def test_session_queues_messages_while_the_gateway_is_away(broker):
-    async with trio.open_nursery() as nursery:
-        link = MqttLink(settings(broker))
-        await nursery.start(link.run)
-        await link.close()
+    async with running(broker) as link:
+        await link.wait_connected()  # subscribed once: the broker now keeps the session
     await trio.to_thread.run_sync(publish, broker, [b"%d" % i for i in range(50)])
-    async with trio.open_nursery() as nursery:
-        back = MqttLink(settings(broker))
-        await nursery.start(back.run)
+    async with running(broker) as back:
         got = await receive(back, 50)
         assert sorted(m.payload for m in got) == sorted(b"%d" % i for i in range(50))
         back.ack(got)
-        await back.close()
 
 
 async def test_state_topic_says_online_then_offline(broker):
-    async with trio.open_nursery() as nursery:
-        link = MqttLink(settings(broker))
-        await nursery.start(link.run)
+    async with running(broker) as link:
         await link.wait_connected()
         await trio.sleep(0.1)
         assert await trio.to_thread.run_sync(retained, broker, link.settings.state_topic) == STATE_ONLINE
-        await link.close()
     assert await trio.to_thread.run_sync(retained, broker, link.settings.state_topic) == STATE_OFFLINE
 
 
 async def test_full_inbox_pauses_reading_but_loses_nothing(broker):
-    async with trio.open_nursery() as nursery:
-        link = MqttLink(settings(broker, inbox_limit=10))
-        await nursery.start(link.run)
+    async with running(broker, inbox_limit=10) as link:
         await trio.to_thread.run_sync(publish, broker, [b"%d" % i for i in range(200)])
         await trio.sleep(0.3)
         assert link.stats.paused_reads > 0
         got = await receive(link, 200)
         assert [m.payload for m in got] == [b"%d" % i for i in range(200)]
         link.ack(got)
-        await link.close()
 
 
 async def test_batches_stop_at_the_byte_bound(broker):
-    async with trio.open_nursery() as nursery:
-        link = MqttLink(settings(broker))
-        await nursery.start(link.run)
+    async with running(broker) as link:
         await trio.to_thread.run_sync(publish, broker, [bytes(100)] * 10)
         await until_backlog(link, 10)
         first = await link.receive_batch(10, 0, max_bytes=250)
         assert len(first) == 3  # the message that crosses the bound is the last of the batch
         rest = await receive(link, 7)
         link.ack(first + rest)
-        await link.close()
 
 
 async def until_backlog(link: MqttLink, n: int) -> None:
