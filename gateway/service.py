@@ -29,6 +29,8 @@ from .store import Store, StoreError
 
 log = logging.getLogger("pmpgw")
 
+MAX_RETRY_S = 30.0  # longest wait between attempts to commit a batch the store refused
+
 
 @dataclasses.dataclass(frozen=True)
 class ServiceSettings:
@@ -84,13 +86,19 @@ class Gateway:
                 if self._receiving.cancelled_caught:
                     break
                 await self._commit(ingest, messages)
-            await trio.to_thread.run_sync(ingest.save_windows, limiter=self._writer)
+            try:
+                await trio.to_thread.run_sync(ingest.save_windows, limiter=self._writer)
+            except StoreError as error:  # the next start replays the readings stored since the last save
+                log.error("window state not saved at drain: %s", error)
             self._publish_stats()
             await self.link.close()
             nursery.cancel_scope.cancel()
 
     async def _commit(self, ingest: Ingest, messages: list[Received]) -> None:
-        """Commit ``messages`` (retrying while the store refuses), then ack and publish."""
+        """Commit ``messages`` (retrying with backoff while the store refuses), then ack and
+        publish. Draining while the store refuses leaves them un-acked: the broker keeps them
+        for the next start."""
+        delay = self.settings.retry_s
         while True:
             started = time.perf_counter()
             try:
@@ -98,8 +106,14 @@ class Gateway:
                 break
             except StoreError as error:
                 self.last_error = f"{error.reason}: {error}"
-                log.error("store refused a batch of %d messages, not acked, retrying: %s", len(messages), error)
-                await trio.sleep(self.settings.retry_s)
+                log.error("store refused a batch of %d messages, not acked, retrying in %.0f s: %s",
+                          len(messages), delay, error)
+                if self._draining:
+                    return
+                with trio.move_on_after(delay):
+                    while not self._draining:
+                        await trio.sleep(0.1)
+                delay = min(2 * delay, MAX_RETRY_S)
         self.last_error = ""
         self.link.ack(messages)
         self._publish(outcome.publications)

@@ -180,3 +180,31 @@ async def test_crash_between_commit_and_ack_redelivers_without_duplicates(broker
     counters = store.counters()
     assert (counters["stored"], counters["duplicate"]) == (40, 40)
     assert [r["seq"] for r in store.readings("P1")] == list(range(40))
+
+
+async def test_a_locked_store_holds_acks_back_and_drain_still_stops(broker, tmp_path):
+    """While another writer holds the database, nothing is acked; drain stops anyway and
+    the restarted gateway stores what the broker kept."""
+    import sqlite3
+
+    path = tmp_path / "locked.db"
+    with Store.open(path, busy_timeout_ms=50) as locked:
+        locked.add_patient("P1", tz="UTC")
+        locked.add_device("tono-1", "bp")
+        locked.bind("tono-1", "P1", 0)
+        blocker = sqlite3.connect(path)
+        blocker.execute("BEGIN IMMEDIATE")
+
+        async def body(gateway):
+            await trio.to_thread.run_sync(publish, broker, [("pmp/v1/dev/tono-1/m", msgpack.packb(bp(0, 120, 80)))])
+            await until(lambda: gateway.last_error.startswith("LOCKED"))
+            assert gateway.link.stats.acked == 0
+
+        await serve(broker, locked, body)
+        blocker.rollback()
+        blocker.close()
+
+        async def after_restart(gateway):
+            await until(lambda: locked.counters()["stored"] == 1)
+
+        await serve(broker, locked, after_restart)
