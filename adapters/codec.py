@@ -33,7 +33,7 @@ from typing import Any, NamedTuple, NoReturn
 
 from core.codes import AUX_ABSENT, NO_USER, Flag, Kind, Reason, Unit
 
-from .wire import Rejected
+from .wire import Rejected, map_of
 
 KPA_TO_MMHG = 7.50062  # core/gatt.c KPA_TO_MMHG
 MG_PER_DL_PER_MMOL_PER_L = 18.016  # core/gatt.c MGDL_PER_MMOLL
@@ -110,12 +110,8 @@ def reading_row(element: Any) -> Row:
 
 
 def _row(element: Any) -> Row:
-    # The hot path of the adapters: inline type checks (``type(x) is float``), a plain tuple.
-    if type(element) is not tuple:
-        raise Rejected(Reason.SCHEMA, "reading is not a map", element)
-    m = dict(element)
-    if len(m) != len(element):
-        raise Rejected(Reason.SCHEMA, "duplicate key", duplicate_key(element))
+    # The hot path of the adapters: exact type checks (``type(x) is float``), a plain tuple.
+    m = map_of(element, "reading")
     name = m["type"]
     spec = READING_TYPES.get(name) if type(name) is str else None
     if spec is None:
@@ -151,37 +147,13 @@ def _row(element: Any) -> Row:
         unit = units.get(u) if type(u) is str else None
         if unit is None:
             raise Rejected(Reason.SCHEMA, f"u must be one of {sorted(units)} for type {name}", u)
-    battery = m.get("bat", _NAN)
-    if type(battery) is int:
-        battery = float(battery)
-    elif type(battery) is not float:
-        _not_a_number("bat", battery)
+    battery = _number("bat", m.get("bat", _NAN))
     if battery - battery != 0.0 and "bat" in keys:  # NaN or infinity
         reason = _NOTNUM
     if kind == _BP:
-        v0 = m["sys"]
-        if type(v0) is int:
-            v0 = float(v0)
-        elif type(v0) is not float:
-            _not_a_number("sys", v0)
-        v1 = m["dia"]
-        if type(v1) is int:
-            v1 = float(v1)
-        elif type(v1) is not float:
-            _not_a_number("dia", v1)
-        v2 = m.get("map", _NAN)
-        if type(v2) is int:
-            v2 = float(v2)
-        elif type(v2) is not float:
-            _not_a_number("map", v2)
-        elif v2 != v2 and "map" in keys:
-            reason = _NOTNUM
-        v3 = m.get("pul", _NAN)
-        if type(v3) is int:
-            v3 = float(v3)
-        elif type(v3) is not float:
-            _not_a_number("pul", v3)
-        elif v3 != v3 and "pul" in keys:
+        v0, v1 = _number("sys", m["sys"]), _number("dia", m["dia"])
+        v2, v3 = _number("map", m.get("map", _NAN)), _number("pul", m.get("pul", _NAN))
+        if (v2 != v2 and "map" in keys) or (v3 != v3 and "pul" in keys):  # an explicit NaN, not absence
             reason = _NOTNUM
         if unit == _KPA:
             v0, v1, v2 = v0 * KPA_TO_MMHG, v1 * KPA_TO_MMHG, v2 * KPA_TO_MMHG
@@ -194,19 +166,12 @@ def _row(element: Any) -> Row:
         flags |= censored
         v0 = _NAN
     else:
-        if type(v0) is int:
-            v0 = float(v0)
-        elif type(v0) is not float:
-            _not_a_number("glu", v0)
+        v0 = _number("glu", v0)
         if unit == _MG_PER_DL:
             v0 = v0 / MG_PER_DL_PER_MMOL_PER_L
     if kind == _CGM:
-        v1 = m.get("trend", _NAN)
-        if type(v1) is int:
-            v1 = float(v1)
-        elif type(v1) is not float:
-            _not_a_number("trend", v1)
-        elif v1 != v1 and "trend" in keys:
+        v1 = _number("trend", m.get("trend", _NAN))
+        if v1 != v1 and "trend" in keys:
             reason = _NOTNUM
         if unit == _MG_PER_DL:
             v1 = v1 / MG_PER_DL_PER_MMOL_PER_L
@@ -239,17 +204,13 @@ def kind_of(element: Any) -> Kind:
     return Kind.NONE
 
 
-def duplicate_key(pairs: tuple) -> Any:
-    """The first key that occurs twice in a map's pairs (None when none does)."""
-    seen = set()
-    for key, _ in pairs:
-        if key in seen:
-            return key
-        seen.add(key)
-    return None
-
-
-def _not_a_number(key: str, x: Any) -> NoReturn:
+def _number(key: str, x: Any) -> float:
+    """``x`` as a float: an int converts, a float passes (NaN and infinities too: validation
+    judges those), anything else (bool, str, None, ...) is SCHEMA naming ``key``."""
+    if type(x) is float:
+        return x
+    if type(x) is int:
+        return float(x)
     raise Rejected(Reason.SCHEMA, f"{key} must be a number", x)
 
 

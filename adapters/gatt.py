@@ -30,10 +30,10 @@ import numpy as np
 import core
 from core.codes import GATT_ERRORS, UUID_KIND, Flag, GattError, Kind, Reason
 
-from .codec import MEAL_ABSENT, MEALS, duplicate_key
+from .codec import MEAL_ABSENT, MEALS
 from .devices import DeviceIndex
 from .topics import is_ble_address
-from .wire import MAX_BIN_OCTETS, Format, Rejected, element_spans, fnv1a64, parse
+from .wire import MAX_BIN_OCTETS, Format, Rejected, element_spans, fnv1a64, map_of, parse
 
 GATT_KEYS = frozenset({"dev", "uuid", "val", "rx", "tz", "cgm_start", "hseq"})
 GATT_REQUIRED = frozenset({"dev", "uuid", "val", "rx", "tz"})
@@ -86,11 +86,7 @@ class GattRows(NamedTuple):
 
 def check_record(element: Any) -> Record:
     """The checked record of one element; raises ``Rejected`` (SCHEMA or TOPIC)."""
-    if type(element) is not tuple:
-        raise Rejected(Reason.SCHEMA, "GATT record is not a map", element)
-    m = dict(element)
-    if len(m) != len(element):
-        raise Rejected(Reason.SCHEMA, "duplicate key", duplicate_key(element))
+    m = map_of(element, "GATT record")
     keys = m.keys()
     if not keys <= GATT_KEYS:
         raise Rejected(Reason.SCHEMA, "unknown key in GATT record", min(keys - GATT_KEYS, key=repr))

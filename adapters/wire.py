@@ -170,6 +170,28 @@ def _json_spans(payload: bytes) -> list[tuple[int, int]]:
     return octet_spans
 
 
+def map_of(element: Any, what: str) -> dict:
+    """The dict of a parsed map (the parsers hand maps over as tuples of key-value pairs, so
+    a repeated key is still visible here); raises SCHEMA when ``element`` is not a map or
+    repeats a key. ``what`` names the element in the message ("reading", "GATT record")."""
+    if type(element) is not tuple:
+        raise Rejected(Reason.SCHEMA, f"{what} is not a map", element)
+    m = dict(element)
+    if len(m) != len(element):
+        raise Rejected(Reason.SCHEMA, "duplicate key", _duplicate_key(element))
+    return m
+
+
+def _duplicate_key(pairs: tuple) -> Any:
+    """The first key that occurs twice in a map's pairs (None when none does)."""
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            return key
+        seen.add(key)
+    return None
+
+
 def fnv1a64(octets: bytes) -> int:
     """FNV-1a 64 of ``octets``: the fingerprint of a rejected payload or element.
 
