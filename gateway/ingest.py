@@ -23,7 +23,7 @@ from adapters.devices import DeviceIndex
 from adapters.inbound import Inbound, decode_messages
 from adapters.mqtt import Received
 from adapters.topics import Route, device_ack_topic, hub_ack_topic, parse_topic
-from core.codes import Flag, Kind
+from core.codes import Flag, Kind, Reason
 from core.rules import Rule
 
 from .acks import ContiguousAcks
@@ -142,10 +142,11 @@ class Ingest:
         batch = decoded.batch
         if len(self.devices) > known:
             self._register_new_devices(batch, known, messages, decoded.message)
+        rejected = np.flatnonzero(batch["reason"] != Reason.OK)  # by the adapters, which say why
+        where = zip(rejected.tolist(), decoded.message[rejected].tolist(), decoded.element[rejected].tolist())
+        details = {row: decoded.details[(message, element)] for row, message, element in where
+                   if (message, element) in decoded.details}
         reading_alerts = self.pipeline.process(batch, now_ms)
-        details = {row: decoded.details[(int(decoded.message[row]), int(decoded.element[row]))]
-                   for row in range(len(batch)) if (int(decoded.message[row]), int(decoded.element[row])) in
-                   decoded.details}
         try:
             result = self.store.commit_batch(
                 batch, now_ms=now_ms, payloads=[m.payload for m in messages], message=decoded.message,
@@ -170,8 +171,9 @@ class Ingest:
             if device >= known and device not in first_kind:
                 hub = parse_topic(messages[int(message[row])].topic) == (Route.GATT, provisional[device])
                 first_kind[device] = "hub" if hub else FIRST_SEEN_KIND.get(int(batch["kind"][row]), "unknown")
+        registered = self.store.device_index()
         for device in range(known, len(provisional)):
-            if provisional[device] not in self.store.device_index():
+            if provisional[device] not in registered:  # else the CLI registered it meanwhile
                 self.store.add_device(provisional[device], first_kind.get(device, "unknown"))
         stored = self.store.device_index()
         remap = np.arange(len(provisional), dtype=np.int32)
