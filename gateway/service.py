@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import gc
 import json
 import logging
 import time
@@ -30,6 +31,22 @@ from .store import Store, StoreError
 log = logging.getLogger("pmpgw")
 
 MAX_RETRY_S = 30.0  # longest wait between attempts to commit a batch the store refused
+
+# CPython's cyclic collector. Decoding a batch builds ~10 tuples and floats per reading, all
+# alive until the batch is committed; at the default gen-0 threshold (700 allocations) the
+# collector runs hundreds of times a batch and re-traverses those survivors: 1.5 of 4.1 us a
+# reading of decode_messages (500 msgpack messages of 50 maps, measured with gc on and
+# off). The gateway's garbage is acyclic and freed by reference counting, so gen 0 is
+# collected every million net allocations, and what exists after start-up (modules,
+# registry, core state) is frozen out of every collection.
+GC_THRESHOLDS = (1_000_000, 10, 10)
+
+
+def tune_gc() -> None:
+    """Freeze what exists now and set GC_THRESHOLDS (see there); called once the state is loaded."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +89,7 @@ class Gateway:
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Restore state from the store, connect, and serve until ``drain``."""
         ingest = await trio.to_thread.run_sync(Ingest, self.store, limiter=self._writer)
+        tune_gc()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.link.run)
             nursery.start_soon(self._stats_loop)
