@@ -9,4 +9,4 @@ from .store import CommitResult as CommitResult
 from .store import RegistryError as RegistryError
 from .store import Store as Store
 from .store import StoreError as StoreError
-from .store import reading_rows as reading_rows
+from .store import reading_params as reading_params

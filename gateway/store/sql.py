@@ -9,6 +9,12 @@ The one place that speaks SQL: a PostgreSQL store would replace this module and 
 # A migration is never edited once released; a change is a new number.
 # ---------------------------------------------------------------------------------------
 
+
+class PythonStep(str):
+    """A migration step that SQL alone cannot do (packing BLOBs): ``gateway.store.store``
+    runs the function of this name inside the migration's transaction."""
+
+
 SCHEMA_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied INTEGER NOT NULL)"""
 
@@ -88,33 +94,69 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         # One row per patient: float64 little-endian [N_METRICS, RING_DAYS, N_ACC] (core.windows).
         """CREATE TABLE windows (patient INTEGER PRIMARY KEY, acc BLOB NOT NULL)""",
     )),
+    # Fewer columns in the hot insert: SQLite's and the sqlite3 module's cost grows with the
+    # number of bound values (24 -> 13 columns took executemany from 5.9 to 3.2 us a row in
+    # memory, both indexes kept). Columns remain for what queries filter or aggregate on;
+    # what only audits and replays read (arrival time, seq, status, input unit, user slot,
+    # meal, battery, every value of the record) is one fixed-layout BLOB, ``detail``
+    # (``gateway.store.store.DETAIL_DTYPE``).
+    # One random-order index, not two: each index dirties about one page per distinct key
+    # prefix in a batch, written to the WAL at every commit; the (patient, t) index halved
+    # the rows/s (bench/store_insert_ceiling.py: 100k -> 187k rows/s without it, batches of
+    # 5,000). A patient's readings are found through the devices ever bound to them (the
+    # device prefix of the UNIQUE key) and filtered by the stored patient.
+    (2, "readings: query columns plus a fixed-layout detail BLOB", (
+        """CREATE TABLE readings_v2 (
+            id INTEGER PRIMARY KEY,
+            device INTEGER NOT NULL, patient INTEGER NOT NULL,
+            t INTEGER NOT NULL, type TEXT NOT NULL,
+            sys REAL, dia REAL, pul REAL, glu REAL,  -- canonical: mmHg, beats/min, mmol/L
+            flags INTEGER NOT NULL,                  -- core.codes.Flag (RANGE_LO/HI: censored glu)
+            dedup_tag INTEGER NOT NULL, dedup_key INTEGER NOT NULL, fingerprint INTEGER NOT NULL,
+            detail BLOB NOT NULL,                    -- DETAIL_DTYPE, little-endian
+            UNIQUE (device, dedup_tag, dedup_key))""",
+        PythonStep("readings_v1_to_v2"),
+        """DROP TABLE readings""",
+        """ALTER TABLE readings_v2 RENAME TO readings""",
+    )),
 )
 
-# Measured with bench/store_insert_ceiling.py: page size (1-16 KiB) hardly matters; a batch
-# dirties about one leaf page per row in each of the two random-order indexes, so what
-# counts is how often those pages are written back: checkpointing every ~40 MiB of WAL
-# instead of SQLite's 4 MiB gave +30 % rows/s; the (patient, t) index costs ~30 %.
+# Measured with bench/store_insert_ceiling.py: a batch dirties about one leaf page per
+# distinct device in the random-order UNIQUE index, so what counts is how often those
+# pages are written back: checkpointing every ~40 MiB of WAL instead of SQLite's 4 MiB gave
+# +30 % rows/s. 1 KiB pages were slower than 4 KiB (66k vs 100k rows/s, v2 schema with
+# both indexes, batches of 5,000).
 PRAGMAS_NEW_DB = ("PRAGMA page_size = 4096",)
 PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA foreign_keys = ON", "PRAGMA cache_size = -131072",
            "PRAGMA wal_autocheckpoint = 10000")
 
-READING_COLUMNS = ("device", "patient", "seq", "t", "rx", "type", "sys", "dia", "map", "pul", "glu", "glu_range",
-                   "trend", "quality", "flags", "status", "unit_in", "user_slot", "meal", "battery",
-                   "fingerprint", "dedup_tag", "dedup_key", "extra")
-INSERT_READING = (f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) "
-                  f"VALUES ({', '.join('?' * len(READING_COLUMNS))}) "
-                  "ON CONFLICT (device, dedup_tag, dedup_key) DO NOTHING")
+READING_COLUMNS = ("device", "patient", "t", "type", "sys", "dia", "pul", "glu", "flags", "dedup_tag", "dedup_key",
+                   "fingerprint", "detail")
+_READING_VALUES = f"({', '.join('?' * len(READING_COLUMNS))})"
+
+
+def insert_readings(rows: int) -> str:
+    """INSERT of ``rows`` readings in one statement (multi-row VALUES: a quarter less CPU a
+    row than executemany of one row); a reading whose dedup key is stored is skipped."""
+    return (f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) VALUES {', '.join([_READING_VALUES] * rows)} "
+            "ON CONFLICT (device, dedup_tag, dedup_key) DO NOTHING")
+
+
+INSERT_CHUNK_ROWS = 200  # readings a multi-row INSERT holds (13 * 200 values; SQLite allows 32,766)
+INSERT_READING = insert_readings(1)
+INSERT_READINGS_CHUNK = insert_readings(INSERT_CHUNK_ROWS)
 MAX_READING_ID = "SELECT COALESCE(MAX(id), 0) FROM readings"
 READING_BY_KEY = "SELECT id, fingerprint FROM readings WHERE device = ? AND dedup_tag = ? AND dedup_key = ?"
 SELECT_KEYS = "SELECT device, dedup_tag, dedup_key, fingerprint, t FROM readings WHERE t >= ?"
-SELECT_READINGS_BATCH = (f"SELECT id, {', '.join(READING_COLUMNS)} FROM readings WHERE id > ? ORDER BY id LIMIT ?")
-SELECT_READINGS = """SELECT r.id, d.id, p.id, r.seq, r.t, r.rx, r.type, r.sys, r.dia, r.map, r.pul, r.glu,
-    r.glu_range, r.trend, r.flags, r.meal, r.battery
-    FROM readings r JOIN devices d ON d.idx = r.device JOIN patients p ON p.idx = r.patient
+SELECT_READINGS_BATCH = "SELECT id, device, patient, t, type, flags, fingerprint, detail FROM readings WHERE id > ? ORDER BY id LIMIT ?"
+SELECT_READINGS = """WITH wanted (device) AS (
+        SELECT idx FROM devices WHERE :patient IS NULL AND (:device IS NULL OR id = :device)
+        UNION SELECT b.device FROM bindings b JOIN patients bp ON bp.idx = b.patient WHERE bp.id = :patient)
+    SELECT r.id, d.id, p.id, r.t, r.type, r.sys, r.dia, r.pul, r.glu, r.flags, r.detail
+    FROM wanted w JOIN readings r ON r.device = w.device
+    JOIN devices d ON d.idx = r.device JOIN patients p ON p.idx = r.patient
     WHERE (:patient IS NULL OR p.id = :patient) AND (:device IS NULL OR d.id = :device)
       AND r.t >= :since AND r.t < :until ORDER BY r.t, r.id LIMIT :limit"""
-SELECT_READINGS_KEYS = ("id", "device", "patient", "seq", "t", "rx", "type", "sys", "dia", "map", "pul", "glu",
-                        "range", "trend", "flags", "meal", "battery")
 
 INSERT_PAYLOAD = "INSERT INTO quarantine_payloads (topic, rx, data) VALUES (?, ?, ?)"
 INSERT_QUARANTINE = ("INSERT INTO quarantine (device, reason, detail, type, seq, t, rx, payload, element) "
@@ -179,3 +221,10 @@ OPEN_BINDING_AT = ("SELECT id, valid_from FROM bindings WHERE device = ? AND use
                    "AND valid_from < ? AND (valid_to IS NULL OR valid_to > ?)")
 CLOSE_BINDING = "UPDATE bindings SET valid_to = ? WHERE id = ?"
 ALL_BINDINGS = "SELECT device, user_slot, valid_from, valid_to, patient FROM bindings"
+
+# Migration 2's PythonStep: v1 readings in id order, written to readings_v2 with their ids.
+SELECT_V1_READINGS = """SELECT id, device, patient, seq, t, rx, type, sys, dia, map, pul, glu, trend, quality, flags,
+    status, unit_in, user_slot, meal, battery, fingerprint, dedup_tag, dedup_key, extra FROM readings WHERE id > ?
+    ORDER BY id LIMIT ?"""
+INSERT_V2_READING = (f"INSERT INTO readings_v2 (id, {', '.join(READING_COLUMNS)}) "
+                     f"VALUES (?, {', '.join('?' * len(READING_COLUMNS))})")

@@ -55,14 +55,16 @@ from .sql import (
     MIGRATIONS,
     PRAGMAS_NEW_DB,
     PRAGMAS,
+    PythonStep,
     READING_COLUMNS,
+    INSERT_CHUNK_ROWS,
     INSERT_READING,
+    INSERT_READINGS_CHUNK,
     MAX_READING_ID,
     READING_BY_KEY,
     SELECT_KEYS,
     SELECT_READINGS_BATCH,
     SELECT_READINGS,
-    SELECT_READINGS_KEYS,
     INSERT_PAYLOAD,
     INSERT_QUARANTINE,
     SELECT_QUARANTINE,
@@ -103,6 +105,8 @@ from .sql import (
     OPEN_BINDING_AT,
     CLOSE_BINDING,
     ALL_BINDINGS,
+    SELECT_V1_READINGS,
+    INSERT_V2_READING,
 )
 
 Synchronous = Literal["FULL", "NORMAL"]
@@ -118,8 +122,14 @@ TYPE_KINDS: dict[str, Kind] = {name: kind for kind, name in KIND_TYPES.items() i
 # Meal codes: the Bluetooth SIG 0x2A34 Meal field (reading maps use the same codes).
 MEALS: dict[int, str] = {1: "pre", 2: "post", 3: "fasting", 4: "casual", 5: "bedtime"}
 RANGE_NAMES: dict[int, str | None] = {0: None, int(Flag.RANGE_LO): "LO", int(Flag.RANGE_HI): "HI"}
-# Kind-specific values kept in the JSON column ``extra``: v[0..3] and aux[0..9] names;
-# None = not kept there (v[0..2] of CGM have columns of their own, or the field is unused).
+# The ``detail`` BLOB of a stored reading (schema v2): the fields of its core record that no
+# query filters on, and every value, packed little-endian without padding (69 octets).
+# Changing it is a migration.
+DETAIL_DTYPE = np.dtype([("rx", "<i8"), ("v", "<f8", (4,)), ("seq", "<u4"), ("status", "<u4"), ("unit_in", "u1"),
+                         ("user", "u1"), ("aux", "u1", (10,)), ("meal", "u1"), ("battery", "<f8")])
+DETAIL_RECORD_FIELDS = ("rx", "v", "seq", "status", "unit_in", "user", "aux")  # copied from READING_DTYPE
+# Schema v1 kept kind-specific values in a JSON column ``extra``: v[0..3] and aux[0..9]
+# names; None = not kept there. Read only by migration 2.
 EXTRA_FIELDS: dict[Kind, tuple[tuple[str | None, ...], tuple[str | None, ...]]] = {
     Kind.GLU: ((None, None, None, None), ("sample_type", "sample_location")),
     Kind.CGM: ((None, None, None, "time_offset_min"), ()),
@@ -151,9 +161,6 @@ DEFAULT_BUSY_TIMEOUT_MS = 5_000
 _ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _BLE_ID = re.compile(r"(?:[0-9A-F]{2}:){5}[0-9A-F]{2}")
 _TYPE_NAMES = np.array([KIND_TYPES.get(k) for k in range(256)], dtype=object)
-_UNIT_TEXT = np.array([UNIT_NAMES.get(u) for u in range(256)], dtype=object)
-_MEAL_TEXT = np.array([MEALS.get(m) for m in range(256)], dtype=object)
-_RANGE_TEXT = np.array([RANGE_NAMES.get(r << 2) for r in range(4)], dtype=object)
 _ACC_SHAPE = (N_METRICS, RING_DAYS, N_ACC)
 _ACC_BYTES = N_METRICS * RING_DAYS * N_ACC * 8
 
@@ -268,26 +275,9 @@ def dedup_columns(kind: np.ndarray, flags: np.ndarray, seq: np.ndarray,
     return tag.astype(np.uint8), key
 
 
-def _extra(rows: np.ndarray) -> list:
-    """The ``extra`` JSON text of each row, None for rows with nothing to keep there."""
-    out: list = [None] * len(rows)
-    for kind, (v_names, aux_names) in EXTRA_FIELDS.items():
-        of_kind = np.flatnonzero(rows["kind"] == kind)
-        if not len(of_kind):
-            continue
-        v_cols = [j for j, name in enumerate(v_names) if name]
-        aux_cols = [j for j, name in enumerate(aux_names) if name]
-        v, aux = rows["v"][of_kind], rows["aux"][of_kind]
-        keep = (~np.isnan(v[:, v_cols])).any(axis=1) | (aux[:, aux_cols] != AUX_ABSENT).any(axis=1)
-        for i in np.flatnonzero(keep):
-            fields = {v_names[j]: float(v[i, j]) for j in v_cols if not np.isnan(v[i, j])}
-            fields.update({aux_names[j]: int(aux[i, j]) for j in aux_cols if aux[i, j] != AUX_ABSENT})
-            out[of_kind[i]] = json.dumps(fields, separators=(",", ":"))
-    return out
-
-
-def reading_rows(rows: np.ndarray, meal: np.ndarray | None = None, battery: np.ndarray | None = None) -> list:
-    """Parameter tuples of INSERT_READING for READING_DTYPE ``rows`` (columns via .tolist()).
+def reading_params(rows: np.ndarray, meal: np.ndarray | None = None, battery: np.ndarray | None = None) -> np.ndarray:
+    """INSERT parameters (READING_COLUMNS) of READING_DTYPE ``rows``: object[n, 13], Python
+    ints, floats (NaN binds as NULL), str and the detail octets (DETAIL_DTYPE).
 
     ``meal`` uint8[n] (MEALS codes, others absent) and ``battery`` float64[n] (percent, NaN
     absent) are the reading-map fields the core's record has no column for.
@@ -296,36 +286,75 @@ def reading_rows(rows: np.ndarray, meal: np.ndarray | None = None, battery: np.n
     kind, flags, v = rows["kind"], rows["flags"], rows["v"]
     is_bp = kind == Kind.BP
     is_glu = (kind == Kind.GLU) | (kind == Kind.CGM)
-    is_cgm = kind == Kind.CGM
     tag, key = dedup_columns(kind, flags, rows["seq"], rows["fingerprint"])
-    none = [None] * n
-    columns = [
-        rows["device"].tolist(),
-        rows["patient"].tolist(),
-        _nullable(rows["seq"], (flags & np.uint16(Flag.HAS_SEQ)) != 0),
-        rows["t"].tolist(),
-        rows["rx"].tolist(),
-        _TYPE_NAMES[kind].tolist(),
-        np.where(is_bp, v[:, 0], np.nan).tolist(),
-        np.where(is_bp, v[:, 1], np.nan).tolist(),
-        np.where(is_bp, v[:, 2], np.nan).tolist(),
-        np.where(is_bp, v[:, 3], np.nan).tolist(),
-        np.where(is_glu, v[:, 0], np.nan).tolist(),
-        _RANGE_TEXT[(flags >> 2) & 3].tolist(),
-        np.where(is_cgm, v[:, 1], np.nan).tolist(),
-        np.where(is_cgm, v[:, 2], np.nan).tolist(),
-        flags.tolist(),
-        rows["status"].tolist(),
-        _UNIT_TEXT[rows["unit_in"]].tolist(),
-        _nullable(rows["user"], rows["user"] != NO_USER),
-        none if meal is None else _MEAL_TEXT[meal].tolist(),
-        none if battery is None else battery.tolist(),
-        rows["fingerprint"].view(np.int64).tolist(),
-        tag.tolist(),
-        key.view(np.int64).tolist(),
-        _extra(rows),
-    ]
-    return list(zip(*columns))
+    detail = np.zeros(n, dtype=DETAIL_DTYPE)
+    for name in DETAIL_RECORD_FIELDS:
+        detail[name] = rows[name]
+    detail["meal"] = 0 if meal is None else meal
+    detail["battery"] = np.nan if battery is None else battery
+    octets, size = detail.tobytes(), DETAIL_DTYPE.itemsize
+    params = np.empty((n, len(READING_COLUMNS)), dtype=object)
+    for j, column in enumerate((
+            rows["device"], rows["patient"], rows["t"], _TYPE_NAMES[kind],
+            np.where(is_bp, v[:, 0], np.nan), np.where(is_bp, v[:, 1], np.nan), np.where(is_bp, v[:, 3], np.nan),
+            np.where(is_glu, v[:, 0], np.nan), flags, tag, key.view(np.int64), rows["fingerprint"].view(np.int64))):
+        params[:, j] = column
+    params[:, -1] = [octets[i:i + size] for i in range(0, n * size, size)]
+    return params
+
+
+def _details(octets: Sequence[bytes]) -> np.ndarray:
+    """DETAIL_DTYPE[n] of stored detail BLOBs; StoreError SCHEMA when one has another size."""
+    if any(len(o) != DETAIL_DTYPE.itemsize for o in octets):
+        raise StoreError("SCHEMA", f"a reading's detail is not {DETAIL_DTYPE.itemsize} octets: the file was "
+                                   "written by another layout; upgrade pmp-gateway")
+    return np.frombuffer(b"".join(octets), dtype=DETAIL_DTYPE)
+
+
+def _readings_v1_to_v2(conn: sqlite3.Connection) -> None:
+    """Migration 2: every v1 reading, with its id, into readings_v2 (columns + detail)."""
+    unit_codes = {name: code for code, name in UNIT_NAMES.items() if name}
+    meal_codes = {name: code for code, name in MEALS.items()}
+    after = 0
+    while rows := conn.execute(SELECT_V1_READINGS, (after, 10_000)).fetchall():
+        (ids, device, patient, seq, t, rx, types, sys, dia, map_, pul, glu, trend, quality, flags, status, unit_in,
+         user_slot, meal, battery, fingerprint, _, _, extra) = zip(*rows)
+        batch = empty_batch(len(rows))
+        batch["device"], batch["patient"], batch["t"], batch["rx"] = device, patient, t, rx
+        batch["flags"], batch["status"] = flags, status
+        batch["seq"] = [s or 0 for s in seq]
+        batch["user"] = [NO_USER if u is None else u for u in user_slot]
+        batch["fingerprint"] = np.array(fingerprint, dtype=np.int64).view(np.uint64)
+        batch["kind"] = [TYPE_KINDS[k] for k in types]
+        batch["unit_in"] = [unit_codes.get(u, 0) for u in unit_in]
+        kind, v = batch["kind"], batch["v"]
+        bp, glucose, cgm = kind == Kind.BP, (kind == Kind.GLU) | (kind == Kind.CGM), kind == Kind.CGM
+        as_float = {name: np.array(column, dtype=np.float64) for name, column in
+                    (("sys", sys), ("dia", dia), ("map", map_), ("pul", pul), ("glu", glu), ("trend", trend),
+                     ("quality", quality))}
+        for j, name in enumerate(("sys", "dia", "map", "pul")):
+            v[bp, j] = as_float[name][bp]
+        v[glucose, 0] = as_float["glu"][glucose]
+        v[cgm, 1], v[cgm, 2] = as_float["trend"][cgm], as_float["quality"][cgm]
+        for i, text in enumerate(extra):
+            if text is None:
+                continue
+            v_names, aux_names = EXTRA_FIELDS[Kind(kind[i])]
+            fields = json.loads(text)
+            for j, name in enumerate(v_names):
+                if name in fields:
+                    v[i, j] = fields[name]
+            for j, name in enumerate(aux_names):
+                if name in fields:
+                    batch["aux"][i, j] = fields[name]
+        params = reading_params(batch, np.array([meal_codes.get(m, 0) for m in meal], dtype=np.uint8),
+                                np.array(battery, dtype=np.float64))
+        conn.executemany(INSERT_V2_READING, [(i, *p) for i, p in zip(ids, params.tolist())])
+        after = ids[-1]
+
+
+# Functions of the migrations' PythonSteps, by name.
+PYTHON_STEPS = {"readings_v1_to_v2": _readings_v1_to_v2}
 
 
 class Store:
@@ -387,7 +416,10 @@ class Store:
                 if c.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).fetchone():
                     continue
                 for statement in statements:
-                    c.execute(statement)
+                    if isinstance(statement, PythonStep):
+                        PYTHON_STEPS[statement](c)
+                    else:
+                        c.execute(statement)
                 c.execute("INSERT INTO schema_migrations (version, name, applied) VALUES (?, ?, ?)",
                           (version, name, _now_ms()))
         newest = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
@@ -509,7 +541,12 @@ class Store:
         rows = batch[ok]
         before = conn.execute(MAX_READING_ID).fetchone()[0]
         changes = conn.total_changes
-        conn.executemany(INSERT_READING, reading_rows(rows, meal, battery))
+        params = reading_params(rows, meal, battery)
+        full = len(rows) - len(rows) % INSERT_CHUNK_ROWS
+        flat, step = params[:full].ravel().tolist(), INSERT_CHUNK_ROWS * len(READING_COLUMNS)
+        for start in range(0, len(flat), step):
+            conn.execute(INSERT_READINGS_CHUNK, flat[start:start + step])
+        conn.executemany(INSERT_READING, params[full:].tolist())
         if conn.total_changes - changes == len(ok):
             # Every row was new: rowids are assigned max + 1 in insertion order.
             reading_ids[ok] = np.arange(before + 1, before + 1 + len(ok))
@@ -650,36 +687,16 @@ class Store:
         READING_DTYPE batch (reason OK) and their int64 ids: for replay into window state."""
         rows = self._read(SELECT_READINGS_BATCH, (after_id, limit))
         batch = empty_batch(len(rows))
-        ids = np.array([r[0] for r in rows], dtype=np.int64)
-        col = {name: [r[i + 1] for r in rows] for i, name in enumerate(READING_COLUMNS)}
-        for name in ("device", "patient", "t", "rx", "flags", "status"):
-            batch[name] = col[name]
-        batch["seq"] = [s or 0 for s in col["seq"]]
-        batch["user"] = [NO_USER if u is None else u for u in col["user_slot"]]
-        batch["fingerprint"] = np.array(col["fingerprint"], dtype=np.int64).view(np.uint64)
-        batch["kind"] = [TYPE_KINDS[k] for k in col["type"]]
-        unit_codes = {name: code for code, name in UNIT_NAMES.items() if name}
-        batch["unit_in"] = [unit_codes.get(u, 0) for u in col["unit_in"]]
-        as_float = {name: np.array(col[name], dtype=np.float64) for name in
-                    ("sys", "dia", "map", "pul", "glu", "trend", "quality")}
-        kind, v = batch["kind"], batch["v"]
-        bp, glu, cgm = kind == Kind.BP, (kind == Kind.GLU) | (kind == Kind.CGM), kind == Kind.CGM
-        for j, name in enumerate(("sys", "dia", "map", "pul")):
-            v[bp, j] = as_float[name][bp]
-        v[glu, 0] = as_float["glu"][glu]
-        v[cgm, 1], v[cgm, 2] = as_float["trend"][cgm], as_float["quality"][cgm]
-        for i, text in enumerate(col["extra"]):
-            if text is None:
-                continue
-            v_names, aux_names = EXTRA_FIELDS[Kind(kind[i])]
-            fields = json.loads(text)
-            for j, name in enumerate(v_names):
-                if name in fields:
-                    v[i, j] = fields[name]
-            for j, name in enumerate(aux_names):
-                if name in fields:
-                    batch["aux"][i, j] = fields[name]
-        return batch, ids
+        if not rows:
+            return batch, np.zeros(0, dtype=np.int64)
+        ids, device, patient, t, types, flags, fingerprint, detail = zip(*rows)
+        batch["device"], batch["patient"], batch["t"], batch["flags"] = device, patient, t, flags
+        batch["kind"] = [TYPE_KINDS[k] for k in types]
+        batch["fingerprint"] = np.array(fingerprint, dtype=np.int64).view(np.uint64)
+        details = _details(detail)
+        for name in DETAIL_RECORD_FIELDS:
+            batch[name] = details[name]
+        return batch, np.array(ids, dtype=np.int64)
 
     # -- registry -----------------------------------------------------------------------
 
@@ -867,7 +884,21 @@ class Store:
             "patient": patient, "device": device, "limit": limit,
             "since": np.iinfo(np.int64).min if since is None else since,
             "until": np.iinfo(np.int64).max if until is None else until})
-        return [dict(zip(SELECT_READINGS_KEYS, row)) for row in rows]
+        if not rows:
+            return []
+        details = _details([row[-1] for row in rows])
+        out = []
+        for (reading_id, device, patient, t, kind, sys, dia, pul, glu, flags, _), rx, v, seq, meal, battery in zip(
+                rows, details["rx"].tolist(), details["v"].tolist(), details["seq"].tolist(),
+                details["meal"].tolist(), details["battery"].tolist()):
+            out.append({
+                "id": reading_id, "device": device, "patient": patient, "seq": seq if flags & Flag.HAS_SEQ else None,
+                "t": t, "rx": rx, "type": kind, "sys": sys, "dia": dia,
+                "map": v[2] if kind == "bp" and v[2] == v[2] else None, "pul": pul, "glu": glu,
+                "range": RANGE_NAMES.get(flags & (Flag.RANGE_LO | Flag.RANGE_HI)),
+                "trend": v[1] if kind == "cgm" and v[1] == v[1] else None, "flags": flags,
+                "meal": MEALS.get(meal), "battery": None if battery != battery else battery})
+        return out
 
     def alerts(self, *, patient: str | None = None, state: str | None = None, severity: str | None = None,
                limit: int = 10_000) -> list[dict]:

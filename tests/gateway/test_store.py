@@ -70,6 +70,55 @@ def test_newer_schema_is_refused(tmp_path):
     assert info.value.reason == "SCHEMA"
 
 
+def test_migration_2_packs_v1_readings_into_columns_and_detail(tmp_path):
+    """A v1 file's readings keep their ids, values, keys and audit fields through migration 2."""
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    for statement in MIGRATIONS[0][2]:
+        conn.execute(statement)
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                 "applied INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_migrations VALUES (1, 'v1', 0)")
+    conn.execute("INSERT INTO devices VALUES ('D0', 0, 'glu', NULL, 0)")
+    conn.execute("INSERT INTO patients (id, idx, programmes, tz, utc_offset_min, created) "
+                 "VALUES ('P0', 0, 'DM2', 'UTC', 0, 0)")
+    conn.execute("INSERT INTO bindings (device, valid_from, patient, created) VALUES (0, 0, 0, 0)")
+    v1 = ("INSERT INTO readings (id, device, patient, seq, t, rx, type, sys, dia, map, pul, glu, glu_range, trend, "
+          "quality, flags, status, unit_in, user_slot, meal, battery, fingerprint, dedup_tag, dedup_key, extra) "
+          "VALUES (?, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    conn.executemany(v1, [
+        (7, 1, NOW - 3 * HOUR, NOW, "bp", 185.0, 95.0, 125.0, 80.0, None, None, None, None, 3, 0x20, "kPa", 2,
+         None, 40.0, -5, 1, 1, None),
+        (9, 3, NOW - 2 * HOUR, NOW, "glu_context", None, None, None, None, None, None, None, None, 3, 0, None, None,
+         None, None, 77, 3, 3, '{"carbohydrate_kg":0.05,"hba1c_pct":7.1,"carbohydrate_id":1,"meal":2}'),
+        (12, None, NOW - HOUR, NOW + 1, "glu", None, None, None, None, None, "LO", None, None, 1 | 4, 0, "mg/dL",
+         None, "fasting", None, 2**63 - 1, 2, 2**63 - 1, '{"sample_type":1}'),
+        (13, 4, NOW - HOUR // 2, NOW + 2, "cgm", None, None, None, None, 6.5, None, -0.1, 95.0, 3, 0, None, None,
+         None, None, 11, 1, 4, '{"time_offset_min":15}'),
+    ])
+    conn.commit()
+    conn.close()
+    with Store.open(path) as store:
+        assert store.schema_version() == MIGRATIONS[-1][0]
+        replay, ids = store.readings_batch()
+        got = store.readings("P0")
+        keys = store.dedup_keys()
+    assert ids.tolist() == [7, 9, 12, 13]
+    v = replay["v"]
+    assert np.array_equal(v[0], [185.0, 95.0, 125.0, 80.0]) and np.array_equal(v[3, :3], [6.5, -0.1, 95.0])
+    assert np.array_equal(v[1], [0.05, np.nan, 7.1, np.nan], equal_nan=True) and replay["aux"][1, :2].tolist() == [1, 2]
+    assert v[3, 3] == 15 and replay["aux"][2, 0] == 1 and np.isnan(v[2, 0])
+    assert replay["user"].tolist() == [2, NO_USER, NO_USER, NO_USER] and replay["status"][0] == 0x20
+    assert replay["fingerprint"].tolist() == [2**64 - 5, 77, 2**63 - 1, 11]
+    assert [(r["id"], r["seq"], r["rx"], r["sys"], r["map"], r["glu"], r["range"], r["trend"], r["meal"],
+             r["battery"]) for r in got] == [
+        (7, 1, NOW, 185.0, 125.0, None, None, None, None, 40.0),
+        (9, 3, NOW, None, None, None, None, None, None, None),
+        (12, None, NOW + 1, None, None, None, "LO", None, "fasting", None),
+        (13, 4, NOW + 2, None, None, 6.5, None, -0.1, None, None)]
+    assert sorted(zip(keys["tag"].tolist(), keys["key"].tolist())) == [(1, 1), (1, 4), (2, 2**63 - 1), (3, 3)]
+
+
 def processed_fleet(n=5_000, n_patients=50):
     fleet = make_fleet(n, n_patients)
     pipeline = Pipeline(core.compiled, n_patients=fleet.n_patients, tz_min=fleet.tz_min, bindings=fleet.bindings)
@@ -205,6 +254,20 @@ def test_bindings_intervals_and_overlap_refusal(store):
     patient = np.full(3, -1, dtype=np.int32)
     core.bind(device, user, t, reason, patient, bindings)
     assert patient.tolist() == [0, 1, 0]
+
+
+def test_readings_of_a_rented_device_stay_with_the_patient_bound_at_t(store):
+    for patient in ("A", "B"):
+        store.add_patient(patient, now_ms=NOW)
+    store.add_device("CUFF", "bp", now_ms=NOW)
+    store.bind("CUFF", "A", 0, NOW - HOUR)
+    store.bind("CUFF", "B", NOW - HOUR)
+    store.commit_batch(np.concatenate([reading(Kind.BP, (120, 80), seq=1, t=NOW - 2 * HOUR, patient=0),
+                                       reading(Kind.BP, (130, 85), seq=2, t=NOW - 60_000, patient=1)]), now_ms=NOW)
+    assert [(r["patient"], r["seq"]) for r in store.readings("A")] == [("A", 1)]
+    assert [(r["patient"], r["seq"]) for r in store.readings("B")] == [("B", 2)]
+    assert [r["seq"] for r in store.readings(device="CUFF")] == [1, 2] and len(store.readings()) == 2
+    assert store.readings("nobody") == [] and store.readings("A", device="CUFF", since=NOW - HOUR) == []
 
 
 def test_registry_input_errors(store):
