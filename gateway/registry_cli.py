@@ -108,10 +108,22 @@ def _quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+# The stats JSON of DESIGN.md for a database no gateway has reported on yet.
+NO_GATEWAY_STATS = {"gw": None, "state": "down", "up_s": 0.0, "rate_1m": 0.0, "batch": {"p50_ms": None, "p99_ms": None},
+                    "queue_depth": 0}
+
+
 def _status(args: argparse.Namespace) -> int:
+    """The stats JSON of DESIGN.md: readings, open alerts and size from the database, the
+    rest from the running gateway (its retained stats) or, when it is stopped, the last
+    stats it saved (``state`` down). ``gateways`` lists every gateway's own stats."""
+    live = {stats["gw"]: stats for stats in _live_stats(args.db)}
     with Store.open(args.db) as store:
-        status = {"readings": store.counters(), "alerts_open": store.alerts_open(), "db_bytes": store.db_bytes()}
-    status["gateways"] = _live_stats(args.db)
+        saved = store.gateway_stats()
+        from_store = {"readings": store.counters(), "alerts_open": store.alerts_open(), "db_bytes": store.db_bytes()}
+    gateways = list(live.values()) + [{**stats, "state": "down", "rate_1m": 0.0, "queue_depth": 0}
+                                      for stats in saved if stats["gw"] not in live]
+    status = {**NO_GATEWAY_STATS, **(gateways[0] if gateways else {}), **from_store, "gateways": gateways}
     if args.json:
         print_json(status)
         return 0
@@ -120,12 +132,13 @@ def _status(args: argparse.Namespace) -> int:
           f"{counts['duplicate']:,}, quarantined {sum(counts['quarantined'].values()):,} {counts['quarantined']}")
     print(f"alerts open: {status['alerts_open'] or 'none'}")
     print(f"database: {status['db_bytes']:,} bytes ({args.db})")
-    if not status["gateways"]:
-        print("gateway: not running (no private broker answering)")
-    for gw in status["gateways"]:
-        print(f"gateway {gw['gw']}: up {gw['up_s']} s, {gw['rate_1m']} readings/s over the last minute, batch p50 "
-              f"{gw['batch']['p50_ms']} ms p99 {gw['batch']['p99_ms']} ms, queue {gw['queue_depth']}, "
-              f"broker dropped {gw['mqtt']['broker_dropped']}, store error: {gw['store_error'] or 'none'}")
+    if not gateways:
+        print("gateway: none has run on this database")
+    for gw in gateways:
+        print(f"gateway {gw['gw']}: {gw.get('state', 'up')}, up {gw['up_s']} s, {gw['rate_1m']} readings/s over the "
+              f"last minute, batch p50 {gw['batch']['p50_ms']} ms p99 {gw['batch']['p99_ms']} ms, queue "
+              f"{gw['queue_depth']}, broker dropped {gw['mqtt']['broker_dropped']}, store error: "
+              f"{gw['store_error'] or 'none'}")
     return 0
 
 

@@ -59,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
                                          state_topic=f"pmp/v1/gateway/{args.gw_id}/state"))
             gateway = Gateway(store, link, ServiceSettings(gw_id=args.gw_id))
             trio.run(_serve, gateway, args.for_s)
-            print_json(gateway.stats())
+            print_json(gateway.stats("down"))
     finally:
         if broker is not None:
             broker.stop()

@@ -108,7 +108,7 @@ class Gateway:
                 await trio.to_thread.run_sync(ingest.save_windows, limiter=self._writer)
             except StoreError as error:  # the next start replays the readings stored since the last save
                 log.error("window state not saved at drain: %s", error)
-            self._publish_stats()
+            await self._report_stats(state="down")
             await self.link.close()
             nursery.cancel_scope.cancel()
 
@@ -156,8 +156,9 @@ class Gateway:
         for topic, payload in publications:
             self.link.publish(topic, payload, qos=1)
 
-    def stats(self) -> dict:
-        """The stats JSON of DESIGN.md, plus the link's and the broker's view."""
+    def stats(self, state: str = "up") -> dict:
+        """The stats JSON of DESIGN.md, plus ``state`` (up, or down in the last report at
+        drain) and the link's and the broker's view."""
         cutoff = time.monotonic() - 60
         while self.committed and self.committed[0][0] < cutoff:
             self.committed.popleft()
@@ -167,6 +168,7 @@ class Gateway:
         link = self.link.stats
         return {
             "gw": self.settings.gw_id,
+            "state": state,
             "up_s": round(time.monotonic() - self.started_s, 1),
             "readings": self.store.counters(),
             "rate_1m": round(sum(n for _, n in self.committed) / 60, 1),
@@ -179,12 +181,18 @@ class Gateway:
             "store_error": self.last_error,
         }
 
-    def _publish_stats(self) -> None:
-        self.link.publish(f"pmp/v1/gateway/{self.settings.gw_id}/stats", json.dumps(self.stats()).encode(), qos=1,
+    async def _report_stats(self, state: str = "up") -> None:
+        """Publish the stats (retained) and save them in the store, for status after a stop."""
+        async with self._writer:
+            stats = self.stats(state)
+        self.link.publish(f"pmp/v1/gateway/{self.settings.gw_id}/stats", json.dumps(stats).encode(), qos=1,
                           retain=True)
+        try:
+            await trio.to_thread.run_sync(self.store.save_gateway_stats, stats, limiter=self._writer)
+        except StoreError as error:
+            self.last_error = f"{error.reason}: {error}"
 
     async def _stats_loop(self) -> None:
         while True:
             await trio.sleep(self.settings.stats_interval_s)
-            async with self._writer:
-                self._publish_stats()
+            await self._report_stats()

@@ -118,6 +118,8 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         PythonStep("readings_v1_to_v2"),
         """DROP TABLE readings""",
         """ALTER TABLE readings_v2 RENAME TO readings""",
+        # The last stats JSON of each gateway, so ``pmpgw status`` can show it after a stop.
+        """CREATE TABLE gateway_stats (gw TEXT PRIMARY KEY, stats TEXT NOT NULL, saved INTEGER NOT NULL)""",
     )),
 )
 
@@ -189,6 +191,10 @@ SELECT_ALERT_STATE = "SELECT state FROM alerts WHERE id = ?"
 SET_ALERT_STATE = "UPDATE alerts SET state = ?, updated = ? WHERE id = ?"
 SELECT_ALERT_EVENTS = "SELECT at, actor, action, note FROM alert_events WHERE alert = ? ORDER BY id"
 COUNT_OPEN_ALERTS = "SELECT severity, COUNT(*) FROM alerts WHERE state != 'resolved' GROUP BY severity"
+
+UPSERT_GATEWAY_STATS = ("INSERT INTO gateway_stats (gw, stats, saved) VALUES (?, ?, ?) "
+                        "ON CONFLICT (gw) DO UPDATE SET stats = excluded.stats, saved = excluded.saved")
+SELECT_GATEWAY_STATS = "SELECT stats, saved FROM gateway_stats ORDER BY saved DESC"
 
 ADD_COUNTER = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = value + excluded.value"
 SET_KV = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"

@@ -80,6 +80,8 @@ from .sql import (
     SET_ALERT_STATE,
     SELECT_ALERT_EVENTS,
     COUNT_OPEN_ALERTS,
+    UPSERT_GATEWAY_STATS,
+    SELECT_GATEWAY_STATS,
     ADD_COUNTER,
     SET_KV,
     SELECT_KV,
@@ -944,6 +946,16 @@ class Store:
         if acks:
             with self._write() as conn:
                 conn.executemany(SET_KV, ((f"{ACK_KEY_PREFIX}{route}.{pub}", seq) for pub, seq in acks.items()))
+
+    def save_gateway_stats(self, stats: Mapping, *, now_ms: int | None = None) -> None:
+        """Keep a gateway's latest stats JSON (``stats["gw"]`` names it), for status after a stop."""
+        with self._write() as conn:
+            conn.execute(UPSERT_GATEWAY_STATS, (stats["gw"], json.dumps(stats), _now_ms() if now_ms is None else now_ms))
+
+    def gateway_stats(self) -> list[dict]:
+        """The saved stats of each gateway that used this database, latest first, each with
+        ``saved`` (ms UTC)."""
+        return [{**json.loads(stats), "saved": saved} for stats, saved in self._read(SELECT_GATEWAY_STATS)]
 
     def db_bytes(self) -> int:
         """Bytes on disk: the database file and its WAL."""

@@ -38,11 +38,16 @@ def test_run_simulate_status_and_drain(tmp_path):
         while not status["gateways"] and time.monotonic() < deadline:
             status = json.loads(pmpgw("status", "--json", db=db).stdout)
         assert status["gateways"][0]["gw"] == "gw1"  # the running gateway's retained stats
+        assert status["gw"] == "gw1" and status["state"] == "up"
     finally:
         gateway.send_signal(signal.SIGTERM)
         out, err = gateway.communicate(timeout=30)
     assert gateway.returncode == 0, err
     assert json.loads(out)["gw"] == "gw1"
+    stopped = json.loads(pmpgw("status", "--json", db=db).stdout)  # the stats the gateway saved at drain
+    assert stopped["gw"] == "gw1" and stopped["state"] == "down" and stopped["up_s"] > 0
+    assert stopped["readings"]["stored"] >= status["readings"]["stored"] and stopped["db_bytes"] > 0
+    assert {"rate_1m", "batch", "alerts_open", "queue_depth"} <= set(stopped)
     assert not (db.parent / "broker" / "address").exists()
     readings = json.loads(pmpgw("readings", "--json", db=db).stdout)
     assert readings and {"device", "patient", "seq", "t", "type", "sys", "dia", "pul", "glu"} <= set(readings[0])
@@ -58,3 +63,5 @@ def test_registry_commands_and_their_errors(tmp_path):
     bad = pmpgw("devices", "add", "bad/id", "--kind", "bp", db=db)
     assert bad.returncode == 2 and "INVALID" in bad.stderr
     assert json.loads(pmpgw("alerts", "--json", db=db).stdout) == []
+    never_ran = json.loads(pmpgw("status", "--json", db=db).stdout)
+    assert never_ran["gw"] is None and never_ran["state"] == "down" and never_ran["readings"]["stored"] == 0
