@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import gatt_cli, registry_cli, run_cli
+from . import alerts_cli, gatt_cli, quarantine_cli, registry_cli, run_cli, status_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run_cli.register(commands)
     registry_cli.register(commands)
+    alerts_cli.register(commands)
+    quarantine_cli.register(commands)
+    status_cli.register(commands)
     gatt_cli.register(commands)
     return parser
 

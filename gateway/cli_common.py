@@ -17,6 +17,17 @@ def add_db_option(parser: argparse.ArgumentParser) -> None:
                         help=f"SQLite database (default: $PMP_DB, else {DEFAULT_DB}); its folder is the data directory")
 
 
+def add_query_parser(commands: argparse._SubParsersAction, name: str, handler, help_text: str
+                     ) -> argparse.ArgumentParser:
+    """A query command: ``--json``, ``--limit`` and ``--db``, run by ``handler(args)``."""
+    query = commands.add_parser(name, help=help_text)
+    query.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+    query.add_argument("--limit", type=int, default=10_000, help="at most this many rows (default 10,000)")
+    query.set_defaults(handler=handler)
+    add_db_option(query)
+    return query
+
+
 def data_dir(db: str) -> pathlib.Path:
     """The gateway's data directory: the database's folder (created if missing)."""
     folder = pathlib.Path(db).resolve().parent

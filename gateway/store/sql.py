@@ -121,6 +121,27 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         # The last stats JSON of each gateway, so ``pmpgw status`` can show it after a stop.
         """CREATE TABLE gateway_stats (gw TEXT PRIMARY KEY, stats TEXT NOT NULL, saved INTEGER NOT NULL)""",
     )),
+    (3, "operators: audit trail, protocols, replay requests", (
+        # Who changed what outside ingestion (registry, replay with a time shift, retire ...).
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY, at INTEGER NOT NULL,  -- ms UTC
+            actor TEXT NOT NULL,                       -- a staff id, 'cli' or 'gateway'
+            action TEXT NOT NULL, subject TEXT,        -- e.g. 'quarantine.replay', 'D17'
+            detail TEXT)                               -- JSON""",
+        """CREATE INDEX audit_subject ON audit (subject, at)""",
+        # Final remote-monitoring protocols issued (the programme's indicator counts them).
+        """CREATE TABLE protocols (
+            id INTEGER PRIMARY KEY, patient INTEGER NOT NULL REFERENCES patients (idx),
+            period_from INTEGER NOT NULL, period_to INTEGER NOT NULL,  -- ms UTC, [from, to)
+            issued INTEGER NOT NULL, issued_by TEXT,
+            content TEXT NOT NULL)                     -- JSON of the protocol""",
+        """CREATE INDEX protocols_patient ON protocols (patient, issued)""",
+        # Quarantine replays asked for by the CLI while a gateway runs; its writer runs them.
+        """CREATE TABLE replay_requests (
+            id INTEGER PRIMARY KEY, requested INTEGER NOT NULL, actor TEXT NOT NULL,
+            device TEXT, reason TEXT, shift_ms INTEGER NOT NULL DEFAULT 0,
+            done INTEGER, result TEXT)                 -- done ms UTC and result JSON, NULL until run""",
+    )),
 )
 
 # Measured with bench/store_insert_ceiling.py: a batch dirties about one leaf page per

@@ -44,7 +44,7 @@ from typing import Literal, NotRequired, TypedDict
 import numpy as np
 
 from core.bind import BINDING_DTYPE, OPEN_END, Bindings
-from core.codes import AUX_ABSENT, NO_USER, UNIT_NAMES, Flag, Kind, Reason
+from core.codes import NO_USER, UNIT_NAMES, Flag, Kind, Reason
 from core.dedup import KEY_DTYPE, TAG_CONTEXT_SEQ, TAG_FINGERPRINT, TAG_SEQ
 from core.layout import empty_batch
 from core.rules import SEVERITY_RANK, Rule, severity_and_route

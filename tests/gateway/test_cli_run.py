@@ -1,8 +1,6 @@
 """``pmpgw run`` on its embedded defaults, ``simulate`` against it, then the query commands."""
 
 import json
-import os
-import pathlib
 import signal
 import subprocess
 import sys
