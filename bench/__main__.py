@@ -24,6 +24,8 @@ MODULES = [
     "bench.core_pipeline",
     "bench.store_insert_ceiling",
     "bench.e2e_ingest",
+    "bench.report_protocol",
+    "bench.report_coverage",
 ]
 
 

@@ -40,15 +40,18 @@ class Pipeline:
         self.windows = impl.WindowState(n_patients, tz_min)
         self.cgm_last_t, self.cgm_last_glu = cgm_state(n_patients)
 
-    def set_registry(self, *, tz_min: np.ndarray, bindings: Bindings) -> None:
-        """Take a changed registry: new bindings, and patients' offsets (int16[n_patients]).
+    def set_registry(self, *, tz_min: np.ndarray, bindings: Bindings, thresholds: np.ndarray | None = None) -> None:
+        """Take a changed registry: new bindings, patients' offsets (int16[n_patients]) and,
+        when given, their thresholds (float64[n_patients, N_PARAMS]: individual targets).
 
-        Patients are only ever added: state grows for the new ones (default thresholds, no
-        CGM history) and keeps everything it knew.
+        Patients are only ever added: state grows for the new ones (default thresholds
+        unless given, no CGM history) and keeps everything it knew.
         """
         n_old, n_new = len(self.cgm_last_t), len(tz_min)
         if n_new < n_old:
             raise ValueError(f"the registry lost patients: {n_old} -> {n_new}")
+        if thresholds is not None and thresholds.shape != (n_new, self.thresholds.shape[1]):
+            raise ValueError(f"thresholds of shape {thresholds.shape} for {n_new} patients")
         if n_new > n_old:
             self.windows.grow(n_new)
             self.thresholds = np.concatenate([self.thresholds, default_thresholds(n_new - n_old)])
@@ -57,6 +60,8 @@ class Pipeline:
             self.cgm_last_glu = np.concatenate([self.cgm_last_glu, last_glu])
         self.windows.tz_min = np.asarray(tz_min, dtype=np.int16).copy()
         self.bindings = bindings
+        if thresholds is not None:
+            self.thresholds = np.ascontiguousarray(thresholds, dtype=np.float64)
 
     def process(self, batch: np.ndarray, now_ms: int) -> np.ndarray:
         """Run every stage on ``batch`` (READING_DTYPE, updated in place: reason, patient,

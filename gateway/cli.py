@@ -6,6 +6,8 @@ import argparse
 import sys
 
 from . import alerts_cli, gatt_cli, quarantine_cli, registry_cli, run_cli, status_cli
+from . import report_cli
+from .store import StoreError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine_cli.register(commands)
     status_cli.register(commands)
     gatt_cli.register(commands)
+    report_cli.register(commands)
     return parser
 
 
@@ -29,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except StoreError as error:  # a RegistryError (bad input) too; nothing of the command was written
+        print(f"pmpgw: {error.reason}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -20,15 +20,17 @@ import numpy as np
 
 import core
 from adapters.devices import DeviceIndex
-from adapters.inbound import Inbound, decode_messages
+from adapters.inbound import Decoded, Inbound, decode_messages
 from adapters.mqtt import Received
 from adapters.topics import Route, device_ack_topic, hub_ack_topic, parse_topic
 from core.codes import Flag, Kind, Reason
 from core.rules import Rule
 
 from .acks import ContiguousAcks
+from .activity import Activity
 from .clock import now_ms
-from .store import AlertIn, CommitResult, Store, StoreError
+from .store import GATEWAY_ACTOR, AlertIn, CommitResult, Store, StoreError
+from .sweeps import Sweeper
 
 # Device kind recorded for a publisher first seen on a topic: by the kind of its first row.
 FIRST_SEEN_KIND: dict[int, str] = {Kind.BP: "bp", Kind.GLU: "glu", Kind.GLU_CONTEXT: "glu", Kind.CGM: "cgm"}
@@ -61,6 +63,11 @@ class Outcome:
     publications: list[tuple[str, bytes]]
 
 
+def alert_publications(alerts: list[dict]) -> list[tuple[str, bytes]]:
+    """``(pmp/v1/alert/{patient}, alert JSON)`` of each alert dict of the store."""
+    return [(f"pmp/v1/alert/{alert['patient']}", json.dumps(alert).encode()) for alert in alerts]
+
+
 class Ingest:
     """Decode, run the core, commit: the state of one gateway's single writer."""
 
@@ -69,7 +76,9 @@ class Ingest:
         self._registry_version = store.registry_version()
         self.devices = DeviceIndex(store.device_index())
         self.impl = impl
+        self.activity = Activity.from_rows(*store.load_activity())  # the sweeps' state; _load_core_state replays
         self._load_core_state()
+        self.sweeper = Sweeper(store)
         self.device_acks = ContiguousAcks(store.publisher_acks("dev"))
         self.hub_acks = ContiguousAcks(store.publisher_acks("hub"))
         self.closed_day = self.local_days(now_ms())
@@ -77,23 +86,33 @@ class Ingest:
 
     def _load_core_state(self) -> None:
         """The core's state as the store has it: registry, dedup keys of stored readings,
-        window state as saved plus the readings stored since (replayed in id order)."""
+        window state as saved plus the readings stored since (replayed in id order, into
+        the sweeps' activity state too, from the older of the two saves)."""
         store, impl = self.store, self.impl
         self.pipeline = core.Pipeline(impl, n_patients=len(store.patient_index()), tz_min=store.tz_offsets(),
-                                      bindings=store.bindings())
+                                      bindings=store.bindings(), thresholds=store.thresholds())
         self.pipeline.dedup = impl.DedupTable.from_keys(store.dedup_keys())  # sized by the keys it holds
         arrays, through = store.load_windows()
         self.pipeline.windows = impl.WindowState.from_arrays(**arrays)
+        after = min(through, self.activity.through)
         while True:
-            batch, ids = store.readings_batch(after_id=through)
+            batch, ids = store.readings_batch(after_id=after)
             if not len(ids):
                 return
-            self.pipeline.windows.update(batch, self.pipeline.thresholds)
-            through = int(ids[-1])
+            self.pipeline.windows.update(batch[ids > through], self.pipeline.thresholds)
+            self.activity.replay(batch, ids)
+            after = int(ids[-1])
 
     def save_windows(self) -> None:
-        """Persist the window state (so a restart replays only readings stored after it)."""
+        """Persist the window state and the sweeps' activity state (so a restart replays
+        only readings stored after them)."""
         self.store.save_windows(self.pipeline.windows.arrays())
+        self.activity.mark_saved(self.store.save_activity(*self.activity.changed_rows()))
+
+    def sweep(self, now: int) -> list[tuple[str, bytes]]:
+        """Run the MISSED and DEVICE sweeps at gateway time ``now`` (``gateway.sweeps``) and
+        commit their tasks; return the publications of the tasks raised or re-notified."""
+        return alert_publications(self.sweeper.run(self.activity, now))
 
     def local_days(self, at_ms: int) -> np.ndarray:
         """int32[n_patients]: each patient's local day (days since 1970-01-01) at ``at_ms``."""
@@ -119,29 +138,49 @@ class Ingest:
                                         zip(WINDOW_VALUES[Rule(int(a["rule"]))], a["values"].tolist())})
             for a in alerts])
         self.closed_day = today  # only now: a refused commit closes the same days next time
-        return Outcome(result, [(f"pmp/v1/alert/{alert['patient']}", json.dumps(alert).encode())
-                                for alert in result.alerts])
+        return Outcome(result, alert_publications(result.alerts))
 
     def refresh_registry(self) -> bool:
-        """Reload devices, patients and bindings if the registry changed; True if it did."""
+        """Reload devices, patients (with their targets) and bindings if the registry
+        changed; True if it did."""
         version = self.store.registry_version()
         if version == self._registry_version:
             return False
         self._registry_version = version
         self.devices = DeviceIndex(self.store.device_index())
-        self.pipeline.set_registry(tz_min=self.store.tz_offsets(), bindings=self.store.bindings())
+        self.pipeline.set_registry(tz_min=self.store.tz_offsets(), bindings=self.store.bindings(),
+                                   thresholds=self.store.thresholds())
         return True
 
     def process(self, messages: list[Received], now_ms: int) -> Outcome:
         """Decode, validate, dedup, bind, window and evaluate ``messages``; commit them in one
         transaction. Raises StoreError (nothing written, the core's state reloaded from the
         store; the messages must not be acked, and may be processed again)."""
+        inbound = [Inbound(m.topic, m.payload, m.rx_ms) for m in messages]
+        decoded = self.decode(inbound)
+        result = self.commit(decoded, inbound, now_ms)
+        publications = alert_publications(result.alerts)
+        publications += self._acks(messages, decoded.batch, decoded.message, decoded.hseq)
+        return Outcome(result, publications)
+
+    def decode(self, messages: list[Inbound]) -> Decoded:
+        """Take registry changes, decode ``messages``, and register the publishers seen for
+        the first time (their rows get the store's device indexes)."""
         self.refresh_registry()
         known = len(self.devices)
-        decoded = decode_messages([Inbound(m.topic, m.payload, m.rx_ms) for m in messages], self.devices)
-        batch = decoded.batch
+        decoded = decode_messages(messages, self.devices)
         if len(self.devices) > known:
-            self._register_new_devices(batch, known, messages, decoded.message)
+            self._register_new_devices(decoded.batch, known, messages, decoded.message)
+        return decoded
+
+    def commit(self, decoded: Decoded, messages: list[Inbound], now_ms: int, *,
+               replayed: np.ndarray | None = None) -> CommitResult:
+        """Run the core on ``decoded`` (the rows of ``messages``: validate, bind, dedup,
+        windows, reading rules) at gateway time ``now_ms`` and commit it in ONE transaction.
+        The one path of live batches and of quarantine replay (``replayed``: the quarantine
+        row of each row, see ``Store.commit_batch``). Raises StoreError (nothing written,
+        the core's state reloaded from the store)."""
+        batch = decoded.batch
         rejected = np.flatnonzero(batch["reason"] != Reason.OK)  # by the adapters, which say why
         where = zip(rejected.tolist(), decoded.message[rejected].tolist(), decoded.element[rejected].tolist())
         details = {row: decoded.details[(message, element)] for row, message, element in where
@@ -151,17 +190,19 @@ class Ingest:
             result = self.store.commit_batch(
                 batch, now_ms=now_ms, payloads=[m.payload for m in messages], message=decoded.message,
                 element=decoded.element, topics=[m.topic for m in messages], details=details, meal=decoded.meal,
-                battery=decoded.battery, alerts=[_alert_in(batch, a) for a in reading_alerts])
+                battery=decoded.battery, alerts=[_alert_in(batch, a) for a in reading_alerts], replayed=replayed)
         except StoreError:
             # The core took the batch into its dedup table and windows, the store did not:
             # forget it, or the retry would find every reading "already stored".
             self._load_core_state()
             raise
-        publications = [(f"pmp/v1/alert/{alert['patient']}", json.dumps(alert).encode()) for alert in result.alerts]
-        publications += self._acks(messages, batch, decoded.message, decoded.hseq)
-        return Outcome(result, publications)
+        if replayed is None:
+            self.activity.update(batch, result.reason, decoded.battery, now_ms)
+        else:
+            self.activity.take_late(batch, result.reason, now_ms)
+        return result
 
-    def _register_new_devices(self, batch: np.ndarray, known: int, messages: list[Received],
+    def _register_new_devices(self, batch: np.ndarray, known: int, messages: list[Inbound],
                               message: np.ndarray) -> None:
         """Register the ids the adapters saw first in this batch; map their rows to the store's indexes."""
         provisional = self.devices.ids()
@@ -174,7 +215,7 @@ class Ingest:
         registered = self.store.device_index()
         for device in range(known, len(provisional)):
             if provisional[device] not in registered:  # else the CLI registered it meanwhile
-                self.store.add_device(provisional[device], first_kind.get(device, "unknown"))
+                self.store.add_device(provisional[device], first_kind.get(device, "unknown"), actor=GATEWAY_ACTOR)
         stored = self.store.device_index()
         remap = np.arange(len(provisional), dtype=np.int32)
         remap[known:] = [stored[name] for name in provisional[known:]]

@@ -15,6 +15,7 @@ from adapters.mqtt import LinkSettings, MqttLink
 
 from .broker import PrivateBroker
 from .cli_common import add_db_option, broker_address_file, data_dir, parse_address, print_json
+from .replay import GATEWAY_HOLDER, writer_lock
 from .service import Gateway, ServiceSettings
 from .simfleet import DAY_MS, SimulatedFleet
 from .store import RegistryError, Store
@@ -25,7 +26,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="run the gateway", description=(
         "Run the gateway: subscribe to devices' readings and hubs' GATT records, store each reading once, "
         "ack after commit, publish alerts. Without --broker it starts its own Mosquitto on 127.0.0.1 "
-        "(address written to DATA_DIR/broker/address). Ctrl-C or SIGTERM drains and exits 0."))
+        "(address written to DATA_DIR/broker/address). It holds the database's writer lock while it runs "
+        "(DB.writer.lock in DATA_DIR: one gateway per database; it runs the quarantine replays asked for "
+        "meanwhile). Ctrl-C or SIGTERM drains and exits 0."))
     run.add_argument("--broker", type=parse_address, help="external broker HOST:PORT (default: a private one)")
     run.add_argument("--gw-id", default="gw1", help="gateway id: its MQTT client id is pmpgw-ID (default gw1)")
     run.add_argument("--for", dest="for_s", type=float, default=None, help="drain and stop after this many seconds")
@@ -46,6 +49,17 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Serve while holding the database's writer lock: the gateway is the single writer of
+    the core's state, and ``pmpgw quarantine replay`` hands its work to it."""
+    with writer_lock(args.db, GATEWAY_HOLDER) as holder:
+        if holder is not None:
+            print(f"pmpgw: LOCKED: {args.db} is being written by {holder}; one gateway (or quarantine replay) "
+                  "at a time writes to a database: stop it, or give this one its own --db", file=sys.stderr)
+            return 2
+        return _run_gateway(args)
+
+
+def _run_gateway(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     broker = None
     if args.broker is None:

@@ -24,8 +24,9 @@ import trio
 
 from adapters.mqtt import MqttLink, Received
 
+from . import replay
 from .clock import now_ms
-from .ingest import Ingest
+from .ingest import Ingest, alert_publications
 from .store import Store, StoreError
 
 log = logging.getLogger("pmpgw")
@@ -64,6 +65,8 @@ class ServiceSettings:
     retry_s: float = 1.0
     day_close_interval_s: float = 60.0
     windows_save_interval_s: float = 300.0
+    escalation_interval_s: float = 30.0  # how often open emergencies are checked for escalation (gateway.escalation)
+    sweep_interval_s: float = 60.0  # how often the MISSED and DEVICE sweeps run (gateway.sweeps)
 
 
 class Gateway:
@@ -95,6 +98,9 @@ class Gateway:
             nursery.start_soon(self._stats_loop)
             nursery.start_soon(self._every, self.settings.day_close_interval_s, self._close_days, ingest)
             nursery.start_soon(self._every, self.settings.windows_save_interval_s, ingest.save_windows)
+            nursery.start_soon(self._every, self.settings.escalation_interval_s, self._escalate)
+            nursery.start_soon(self._every, self.settings.sweep_interval_s, self._sweep, ingest)
+            nursery.start_soon(self._replays, ingest)
             task_status.started()
             while not self._draining:
                 self._receiving = trio.CancelScope()
@@ -151,6 +157,29 @@ class Gateway:
     def _close_days(self, ingest: Ingest) -> None:
         outcome = ingest.close_days(now_ms())
         trio.from_thread.run_sync(self._publish, outcome.publications)
+
+    def _sweep(self, ingest: Ingest) -> None:
+        """Raise, re-notify and resolve MISSED and DEVICE tasks; publish the raised ones."""
+        publications = ingest.sweep(now_ms())
+        trio.from_thread.run_sync(self._publish, publications)
+
+    def _escalate(self) -> None:
+        """Escalate the open emergencies due now and publish each again (``escalated``: n)."""
+        alerts = self.store.escalate_alerts(now_ms())
+        trio.from_thread.run_sync(self._publish, alert_publications(alerts))
+
+    async def _replays(self, ingest: Ingest) -> None:
+        """Run the quarantine replays ``pmpgw quarantine replay`` queues (``gateway.replay``),
+        looked for every ``replay.POLL_S``; one chunk per writer turn, so live batches go
+        between, and the alerts they raise published."""
+        while True:
+            await trio.sleep(replay.POLL_S)
+            try:
+                job = await trio.to_thread.run_sync(replay.next_requested, ingest, now_ms(), limiter=self._writer)
+                while job is not None and not job.done:
+                    self._publish(await trio.to_thread.run_sync(job.step, ingest, now_ms(), limiter=self._writer))
+            except StoreError as error:  # the request stays queued; run again, it takes the rows left
+                self.last_error = f"{error.reason}: {error}"
 
     def _publish(self, publications: list[tuple[str, bytes]]) -> None:
         for topic, payload in publications:

@@ -1,73 +1,166 @@
-"""``pmpgw status``: the gateway's stats JSON, live or as it saved them when it stopped."""
+"""``pmpgw status``: is the gateway healthy? A live terminal view, or the stats JSON.
+
+    pmpgw status [--once] [--interval S]    the view, redrawn every S seconds until Ctrl-C
+    pmpgw status --json                     the stats JSON of DESIGN.md, once
+
+Counters, open alerts, silent devices and the database size come from the database (so
+status works with the gateway stopped, and costs no scan: counters are ``kv`` rows, alerts
+come from their index); ingest rate, batch latency and queue depth from the running
+gateways' retained stats on the private broker, or the last stats each saved when it
+stopped. Whether a gateway is up is its retained state topic (``online``, or ``offline``
+from its Last Will when it died).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import paho.mqtt.client as paho
 
-from .cli_common import add_query_parser, broker_address_file, parse_address, print_json
+from .alerts_cli import format_age
+from .cli_common import add_db_option, broker_address_file, parse_address, print_json
+from .clock import format_ms, now_ms
 from .store import Store
-
-
-def register(commands: argparse._SubParsersAction) -> None:
-    """Add ``status`` to ``pmpgw``."""
-    add_query_parser(commands, "status", _status, "the stats JSON (works with the gateway stopped too)")
-
 
 # The stats JSON of DESIGN.md for a database no gateway has reported on yet.
 NO_GATEWAY_STATS = {"gw": None, "state": "down", "up_s": 0.0, "rate_1m": 0.0, "batch": {"p50_ms": None, "p99_ms": None},
                     "queue_depth": 0}
+GATEWAY_TOPICS = "pmp/v1/gateway/+/+"  # .../{gw}/state (online|offline) and .../{gw}/stats, both retained
+PROBE_TIMEOUT_S = 0.25  # longest wait for the private broker's retained messages (loopback: a few ms)
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``status`` to ``pmpgw``."""
+    status = commands.add_parser("status", help="gateway health: live view, or the stats JSON", description=(
+        "Gateway up/down, ingest rate, batch latency, queue depth, rejects by reason, open alerts by severity "
+        "with the age of the oldest, silent devices and database size, redrawn until Ctrl-C. Works with the "
+        "gateway stopped (its last saved stats)."))
+    status.add_argument("--once", action="store_true", help="print the view once and exit (default: redraw)")
+    status.add_argument("--interval", type=float, default=2.0, metavar="S",
+                        help="seconds between redraws (default 2)")
+    status.add_argument("--json", action="store_true",
+                        help="print the stats JSON once (DESIGN.md shape, plus gateways, alerts_oldest, "
+                             "silent_devices) and exit")
+    status.set_defaults(handler=_status)
+    add_db_option(status)
 
 
 def _status(args: argparse.Namespace) -> int:
-    """The stats JSON of DESIGN.md: readings, open alerts and size from the database, the
-    rest from the running gateway (its retained stats) or, when it is stopped, the last
-    stats it saved (``state`` down). ``gateways`` lists every gateway's own stats."""
-    live = {stats["gw"]: stats for stats in _live_stats(args.db)}
     with Store.open(args.db) as store:
-        saved = store.gateway_stats()
-        from_store = {"readings": store.counters(), "alerts_open": store.alerts_open(), "db_bytes": store.db_bytes()}
-    gateways = list(live.values()) + [{**stats, "state": "down", "rate_1m": 0.0, "queue_depth": 0}
-                                      for stats in saved if stats["gw"] not in live]
-    status = {**NO_GATEWAY_STATS, **(gateways[0] if gateways else {}), **from_store, "gateways": gateways}
-    if args.json:
-        print_json(status)
-        return 0
-    counts = status["readings"]
-    print(f"readings received {counts['received']:,}, stored {counts['stored']:,}, duplicate "
-          f"{counts['duplicate']:,}, quarantined {sum(counts['quarantined'].values()):,} {counts['quarantined']}")
-    print(f"alerts open: {status['alerts_open'] or 'none'}")
-    print(f"database: {status['db_bytes']:,} bytes ({args.db})")
-    if not gateways:
-        print("gateway: none has run on this database")
-    for gw in gateways:
-        print(f"gateway {gw['gw']}: {gw.get('state', 'up')}, up {gw['up_s']} s, {gw['rate_1m']} readings/s over the "
-              f"last minute, batch p50 {gw['batch']['p50_ms']} ms p99 {gw['batch']['p99_ms']} ms, queue "
-              f"{gw['queue_depth']}, broker dropped {gw['mqtt']['broker_dropped']}, store error: "
-              f"{gw['store_error'] or 'none'}")
-    return 0
+        if args.json or args.once:
+            stats = collect(store, args.db)
+            print_json(stats) if args.json else print(render(stats, args.db, now_ms()))
+            return 0
+        try:
+            while True:
+                view = render(collect(store, args.db), args.db, now_ms())
+                sys.stdout.write(f"{CLEAR_SCREEN}{view}\n(every {args.interval:g} s; Ctrl-C to stop)\n")
+                sys.stdout.flush()
+                time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return 0
 
 
-def _live_stats(db: str, wait_s: float = 1.0) -> list[dict]:
-    """The retained stats of the gateways on the running private broker (none if it is down)."""
+def collect(store: Store, db: str) -> dict:
+    """The stats JSON of DESIGN.md: readings, open alerts, silent devices and size from the
+    database; the rest from the first gateway of ``gateways`` (each gateway's own stats:
+    live from the broker, else as it saved them, with ``state`` up or down), up ones first.
+    ``alerts_oldest``: severity -> raised (ms UTC) of the oldest not-resolved alert."""
+    saved = {stats["gw"]: stats for stats in store.gateway_stats()}
+    live = live_gateways(db, expected=set(saved))
+    gateways = []
+    for gw in list(live) + [gw for gw in saved if gw not in live]:
+        state, live_stats = live.get(gw, (None, None))
+        up = state == "online" if state is not None else (live_stats or {}).get("state") == "up"
+        sources = (live_stats, saved.get(gw)) if up else (saved.get(gw), live_stats)
+        stats = next((source for source in sources if source), {**NO_GATEWAY_STATS, "gw": gw})
+        gateways.append({**stats, "state": "up"} if up else {**stats, "state": "down", "rate_1m": 0.0,
+                                                               "queue_depth": 0})
+    gateways.sort(key=lambda g: g["state"] != "up")
+    alerts = store.open_alerts_summary()
+    from_store = {"readings": store.counters(), "alerts_open": {s: a["n"] for s, a in alerts.items()},
+                  "alerts_oldest": {s: a["oldest"] for s, a in alerts.items()},
+                  "silent_devices": store.silent_devices(), "db_bytes": store.db_bytes()}
+    return {**NO_GATEWAY_STATS, **(gateways[0] if gateways else {}), **from_store, "gateways": gateways}
+
+
+def live_gateways(db: str, expected: set[str] = frozenset(), timeout_s: float = PROBE_TIMEOUT_S
+                  ) -> dict[str, tuple[str | None, dict | None]]:
+    """gw id -> (state topic text, stats JSON) retained on the running private broker (empty
+    when it is down).
+
+    Subscribes and at once unsubscribes: the broker sends the retained messages right after
+    the SUBACK and before the UNSUBACK, so the UNSUBACK says all have come. It is done
+    sooner when both messages of every ``expected`` gateway came: Mosquitto (without
+    ``set_tcp_nodelay``) holds the UNSUBACK back about 40 ms, for the delayed ACK of the
+    client's TCP. ``timeout_s`` bounds the wait.
+    """
     try:
         host, port = parse_address(broker_address_file(db).read_text().strip())
     except (FileNotFoundError, argparse.ArgumentTypeError):
-        return []
-    got: list[dict] = []
+        return {}
+    got: dict[str, dict] = {}
+    done = []
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"pmpgw-status-{time.time_ns()}",
                          protocol=paho.MQTTv5)
-    client.on_message = lambda c, u, message: got.append(json.loads(message.payload))
+    client.on_connect = lambda c, userdata, flags, code, properties: c.subscribe(GATEWAY_TOPICS, qos=0)
+    client.on_subscribe = lambda c, userdata, mid, codes, properties: c.unsubscribe(GATEWAY_TOPICS)
+    client.on_unsubscribe = lambda c, userdata, mid, codes, properties: done.append(True)
+    client.on_message = lambda c, userdata, message: got.setdefault(message.topic.split("/")[3], {}).__setitem__(
+        message.topic.split("/")[4], message.payload)
     try:
         client.connect(host, port)
     except OSError:
-        return []
-    client.subscribe("pmp/v1/gateway/+/stats", qos=1)
-    client.loop_start()
-    time.sleep(wait_s)
-    client.loop_stop()
+        return {}
+    deadline = time.monotonic() + timeout_s
+    while not done and time.monotonic() < deadline:
+        client.loop(timeout=0.01)
+        if expected and all(len(got.get(gw, ())) == 2 for gw in expected):
+            break
     client.disconnect()
-    return got
+    return {gw: (parts["state"].decode() if "state" in parts else None,
+                 json.loads(parts["stats"]) if "stats" in parts else None) for gw, parts in got.items()}
+
+
+def render(stats: dict, db: str, now: int) -> str:
+    """The status view of ``collect``'s stats at ``now`` (ms UTC), as lines of text."""
+    readings = stats["readings"]
+    rejects = {reason: n for reason, n in sorted(readings["quarantined"].items(), key=lambda kv: -kv[1]) if n}
+    lines = [f"pmp-gateway status  {format_ms(now)}  database {db}  {_size(stats['db_bytes'])}", ""]
+    for gw in stats["gateways"] or [None]:
+        lines.append(_gateway_line(gw, now))
+    lines += [
+        f"readings  received {readings['received']:,}  stored {readings['stored']:,}  "
+        f"duplicate {readings['duplicate']:,}  quarantined {sum(rejects.values()):,}",
+        "rejects   " + ("  ".join(f"{reason} {n:,}" for reason, n in rejects.items()) or "none"),
+        "alerts    " + ("  ".join(f"{severity} {n:,} (oldest {format_age(now - stats['alerts_oldest'][severity])})"
+                                  for severity, n in stats["alerts_open"].items()) or "none open"),
+        f"devices   {stats['silent_devices']:,} silent",
+    ]
+    return "\n".join(lines)
+
+
+def _gateway_line(gw: dict | None, now: int) -> str:
+    if gw is None:
+        return "gateway   none has run on this database"
+    if gw["state"] != "up":
+        saved = f", last stats saved {format_ms(gw['saved'])}" if gw.get("saved") else ""
+        return f"gateway   {gw['gw']}  DOWN{saved}"
+    batch = gw["batch"]
+    latency = (f"batch p50 {batch['p50_ms']} ms  p99 {batch['p99_ms']} ms" if batch["p50_ms"] is not None
+               else "no batch yet")
+    error = gw.get("store_error")
+    return (f"gateway   {gw['gw']}  UP {format_age(int(gw['up_s'] * 1000))}  {gw['rate_1m']:,} readings/s "
+            f"(last minute)  {latency}  queue {gw['queue_depth']:,}" + (f"  STORE ERROR {error}" if error else ""))
+
+
+def _size(n: int) -> str:
+    """Bytes in B, kB, MB, GB (powers of 1,000)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"

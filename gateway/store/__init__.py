@@ -6,6 +6,14 @@ statement and the numbered migrations.
 
 from .store import AlertIn as AlertIn
 from .store import CommitResult as CommitResult
+from .store import DEVICE_KINDS as DEVICE_KINDS
+from .store import GATEWAY_ACTOR as GATEWAY_ACTOR
+from .store import PROGRAMMES as PROGRAMMES
+from .store import STAFF_ROLES as STAFF_ROLES
+from .store import PatientIn as PatientIn
+from .store import PatientsAdded as PatientsAdded
+from .store import Rejected as Rejected
+from .store import ReadingColumns as ReadingColumns
 from .store import RegistryError as RegistryError
 from .store import Store as Store
 from .store import StoreError as StoreError

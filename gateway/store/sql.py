@@ -141,6 +141,55 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             id INTEGER PRIMARY KEY, requested INTEGER NOT NULL, actor TEXT NOT NULL,
             device TEXT, reason TEXT, shift_ms INTEGER NOT NULL DEFAULT 0,
             done INTEGER, result TEXT)                 -- done ms UTC and result JSON, NULL until run""",
+        # Registry: the gateway registers a publisher it has never seen with kind 'unknown',
+        # which migration 1's CHECK refused. SQLite cannot change a CHECK in place: devices
+        # is rebuilt, and bindings (which references it) with it, rows and ids kept; bindings
+        # gains an index by patient (``patients show``, a patient's devices).
+        """CREATE TABLE bindings_v2 AS SELECT * FROM bindings""",
+        """DROP TABLE bindings""",
+        """CREATE TABLE devices_v3 (
+            id TEXT PRIMARY KEY, idx INTEGER NOT NULL UNIQUE,
+            kind TEXT NOT NULL CHECK (kind IN ('bp', 'glu', 'cgm', 'hub', 'unknown')),
+            retired INTEGER,                       -- ms UTC, NULL while in service
+            created INTEGER NOT NULL)""",
+        """INSERT INTO devices_v3 (id, idx, kind, retired, created)
+            SELECT id, idx, kind, retired, created FROM devices""",
+        """DROP TABLE devices""",
+        """ALTER TABLE devices_v3 RENAME TO devices""",
+        """CREATE TABLE bindings (
+            id INTEGER PRIMARY KEY,
+            device INTEGER NOT NULL REFERENCES devices (idx),
+            user_slot INTEGER CHECK (user_slot BETWEEN 0 AND 254),  -- NULL = any slot
+            valid_from INTEGER NOT NULL, valid_to INTEGER,          -- [from, to), NULL = open
+            patient INTEGER NOT NULL REFERENCES patients (idx),
+            created INTEGER NOT NULL,
+            CHECK (valid_to IS NULL OR valid_to > valid_from))""",
+        """INSERT INTO bindings (id, device, user_slot, valid_from, valid_to, patient, created)
+            SELECT id, device, user_slot, valid_from, valid_to, patient, created FROM bindings_v2""",
+        """DROP TABLE bindings_v2""",
+        """CREATE INDEX bindings_device ON bindings (device, user_slot, valid_from)""",
+        """CREATE INDEX bindings_patient ON bindings (patient, valid_from)""",
+        # Reports: a patient's alerts of a period (the protocol) without scanning every alert.
+        """CREATE INDEX alerts_patient ON alerts (patient, raised)""",
+        # Status: not-resolved alerts by severity with the oldest, and the open DEVICE alerts,
+        # from this index alone (no scan of the alerts table, resolved ones included).
+        """CREATE INDEX alerts_open_summary ON alerts (state, severity, raised, rule)""",
+        # Sweeps (gateway.activity): what the MISSED and DEVICE sweeps know of each device and
+        # patient, saved with the window state; NULL = never. rejects / clock_faults: 50-bit
+        # registers of the device's last counted readings, newest in bit 0.
+        """CREATE TABLE device_activity (
+            device INTEGER PRIMARY KEY,           -- registry idx
+            last_rx INTEGER,                      -- ms UTC of the last row received from it
+            battery REAL,                         -- last battery percent reported
+            battery_low INTEGER NOT NULL,         -- its latest reading had the meter's battery-low status
+            rejects INTEGER NOT NULL, clock_faults INTEGER NOT NULL,
+            counted INTEGER NOT NULL,             -- readings in the registers, 0..50
+            reset_at INTEGER)                     -- ms UTC of the last staff resolution of its DEVICE task""",
+        """CREATE TABLE patient_activity (
+            patient INTEGER PRIMARY KEY,          -- registry idx
+            last_bp INTEGER, last_glu INTEGER, last_cgm INTEGER)  -- t (ms UTC) of the last valid reading""",
+        # Sweeps: task resolutions since a time, without scanning every resolved alert.
+        """CREATE INDEX alerts_tasks_resolved ON alerts (updated) WHERE state = 'resolved' AND severity = 'task'""",
     )),
 )
 
@@ -189,6 +238,7 @@ SELECT_QUARANTINE = """SELECT q.id, d.id, q.reason, q.detail, q.type, q.seq, q.t
     FROM quarantine q LEFT JOIN devices d ON d.idx = q.device
     LEFT JOIN quarantine_payloads qp ON qp.id = q.payload
     WHERE (:device IS NULL OR d.id = :device) AND (:reason IS NULL OR q.reason = :reason)
+      AND NOT (:pending AND q.replayed IS NOT NULL)
     ORDER BY q.id LIMIT :limit"""
 SELECT_QUARANTINE_KEYS = ("id", "device", "reason", "detail", "type", "seq", "t", "rx", "element", "replayed",
                           "topic", "payload")
@@ -201,12 +251,6 @@ UPDATE_ALERT = ("UPDATE alerts SET t = ?, updated = ?, notified = ?, late = ?, v
                 "route = ?, occurrences = occurrences + 1 WHERE id = ?")
 INSERT_ALERT_READING = "INSERT INTO alert_readings (alert, reading) VALUES (?, ?) ON CONFLICT DO NOTHING"
 INSERT_ALERT_EVENT = "INSERT INTO alert_events (alert, at, actor, action, note) VALUES (?, ?, ?, ?, ?)"
-SELECT_ALERTS = """SELECT a.id, p.id, a.rule, a.severity, a.route, a.t, a.raised, a.late, a.values_json,
-    a.state, a.escalated, a.occurrences
-    FROM alerts a JOIN patients p ON p.idx = a.patient
-    WHERE (:id IS NULL OR a.id = :id) AND (:patient IS NULL OR p.id = :patient)
-      AND (:state IS NULL OR a.state = :state) AND (:severity IS NULL OR a.severity = :severity)
-    ORDER BY a.id LIMIT :limit"""
 SELECT_ALERT_READINGS = "SELECT reading FROM alert_readings WHERE alert = ? ORDER BY reading"
 SELECT_ALERT_STATE = "SELECT state FROM alerts WHERE id = ?"
 SET_ALERT_STATE = "UPDATE alerts SET state = ?, updated = ? WHERE id = ?"
@@ -235,7 +279,6 @@ INSERT_PATIENT = ("INSERT INTO patients (id, idx, programmes, dispensary, tz, ut
                   "personal_admin, targets, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 INSERT_STAFF = "INSERT INTO staff (id, name, role) VALUES (?, ?, ?)"
 SELECT_STAFF = "SELECT 1 FROM staff WHERE id = ?"
-DEVICE_IDX = "SELECT idx FROM devices WHERE id = ?"
 PATIENT_IDX = "SELECT idx FROM patients WHERE id = ?"
 ALL_DEVICES = "SELECT id, idx FROM devices"
 ALL_PATIENTS = "SELECT id, idx FROM patients"
@@ -244,8 +287,8 @@ OVERLAPPING_BINDING = """SELECT b.id, p.id, b.valid_from, b.valid_to FROM bindin
     WHERE b.device = ? AND b.user_slot IS ? AND b.valid_from < ? AND (b.valid_to IS NULL OR b.valid_to > ?)"""
 INSERT_BINDING = ("INSERT INTO bindings (device, user_slot, valid_from, valid_to, patient, created) "
                   "VALUES (?, ?, ?, ?, ?, ?)")
-OPEN_BINDING_AT = ("SELECT id, valid_from FROM bindings WHERE device = ? AND user_slot IS ? "
-                   "AND valid_from < ? AND (valid_to IS NULL OR valid_to > ?)")
+OPEN_BINDING_AT = ("SELECT b.id, p.id FROM bindings b JOIN patients p ON p.idx = b.patient WHERE b.device = ? "
+                   "AND b.user_slot IS ? AND b.valid_from < ? AND (b.valid_to IS NULL OR b.valid_to > ?)")
 CLOSE_BINDING = "UPDATE bindings SET valid_to = ? WHERE id = ?"
 ALL_BINDINGS = "SELECT device, user_slot, valid_from, valid_to, patient FROM bindings"
 
@@ -255,3 +298,176 @@ SELECT_V1_READINGS = """SELECT id, device, patient, seq, t, rx, type, sys, dia, 
     ORDER BY id LIMIT ?"""
 INSERT_V2_READING = (f"INSERT INTO readings_v2 (id, {', '.join(READING_COLUMNS)}) "
                      f"VALUES (?, {', '.join('?' * len(READING_COLUMNS))})")
+
+# ---------------------------------------------------------------------------------------
+# Alert lifecycle: the alert JSON, work queues, history, escalation.
+# ---------------------------------------------------------------------------------------
+
+ALERT_KEYS = ("id", "patient", "rule", "severity", "route", "t", "raised", "late", "values", "state", "escalated",
+              "escalated_at", "occurrences")  # the columns of SELECT_ALERT and SELECT_ALERTS, in order
+_ALERT_COLUMNS = """a.id, p.id, a.rule, a.severity, a.route, a.t, a.raised, a.late, a.values_json, a.state,
+    a.escalated, a.escalated_at, a.occurrences FROM alerts a JOIN patients p ON p.idx = a.patient"""
+SELECT_ALERT = f"SELECT {_ALERT_COLUMNS} WHERE a.id = ?"
+# Every filter is optional (NULL = any). A work queue (:queue = 1) leaves resolved alerts out
+# unless :state names a state, and orders by severity (:severity_order, ",emergency,urgent,...,")
+# before age; a plain list is oldest first. :role keeps alerts whose route holds the role;
+# :physician, :nurse, :personal_admin keep alerts of the patients of that staff member.
+SELECT_ALERTS = f"""SELECT {_ALERT_COLUMNS}
+    WHERE (:patient IS NULL OR p.id = :patient)
+      AND (a.state = :state OR :state IS NULL AND NOT (:queue AND a.state = 'resolved'))
+      AND (:severity IS NULL OR a.severity = :severity)
+      AND (:role IS NULL OR EXISTS (SELECT 1 FROM json_each(a.route) WHERE value = :role))
+      AND (:physician IS NULL OR p.physician = :physician) AND (:nurse IS NULL OR p.nurse = :nurse)
+      AND (:personal_admin IS NULL OR p.personal_admin = :personal_admin)
+    ORDER BY CASE WHEN :queue THEN instr(:severity_order, ',' || a.severity || ',') ELSE 0 END, a.raised, a.id
+    LIMIT :limit"""
+SELECT_STAFF_ROLE = "SELECT role FROM staff WHERE id = ?"
+SELECT_LAST_ALERT_EVENT = ("SELECT at, actor FROM alert_events WHERE alert = ? AND action = ? "
+                           "ORDER BY id DESC LIMIT 1")
+SELECT_ESCALATION_CANDIDATES = ("SELECT id, notified, escalated, escalated_at FROM alerts "
+                                "WHERE state = ? AND severity = ? ORDER BY id")
+ESCALATE_ALERT = "UPDATE alerts SET escalated = ?, escalated_at = ?, updated = ? WHERE id = ?"
+
+# ---------------------------------------------------------------------------------------
+# Registry: patients, staff, devices, bindings, and the audit trail of their changes.
+# ---------------------------------------------------------------------------------------
+
+INSERT_AUDIT = "INSERT INTO audit (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)"
+# Which of the ids in a JSON array (one parameter, any length) are registered.
+PATIENT_IDS_AMONG = "SELECT id FROM patients WHERE id IN (SELECT value FROM json_each(?))"
+STAFF_IDS_AMONG = "SELECT id FROM staff WHERE id IN (SELECT value FROM json_each(?))"
+SELECT_STAFF_LIST = "SELECT id, name, role FROM staff WHERE (:role IS NULL OR role = :role) ORDER BY id LIMIT :limit"
+PATIENT_KEYS = ("id", "programmes", "dispensary", "tz", "utc_offset_min", "physician", "nurse", "personal_admin",
+                "targets", "created")  # the columns of SELECT_PATIENT and SELECT_PATIENTS, in order
+_PATIENT_COLUMNS = ("idx, id, programmes, dispensary, tz, utc_offset_min, physician, nurse, personal_admin, targets, "
+                    "created FROM patients")
+SELECT_PATIENT = f"SELECT {_PATIENT_COLUMNS} WHERE id = ?"
+# Filters optional (NULL = any); :programme matches one item of the comma-separated list.
+SELECT_PATIENTS = f"""SELECT {_PATIENT_COLUMNS}
+    WHERE (:programme IS NULL OR instr(',' || programmes || ',', ',' || :programme || ',') > 0)
+      AND (:physician IS NULL OR physician = :physician) AND (:nurse IS NULL OR nurse = :nurse)
+      AND (:personal_admin IS NULL OR personal_admin = :personal_admin)
+    ORDER BY idx LIMIT :limit"""
+# (patient idx, name, value) of every number in the patients' targets JSON (not the plan).
+PATIENT_NUMBER_TARGETS = """SELECT p.idx, t.key, t.value FROM patients p, json_each(p.targets) t
+    WHERE p.targets != '{}' AND t.type IN ('integer', 'real')"""
+PATIENT_BINDINGS = """SELECT d.id, d.kind, b.user_slot, b.valid_from, b.valid_to FROM bindings b
+    JOIN devices d ON d.idx = b.device WHERE b.patient = ? ORDER BY b.valid_from, b.id"""
+DEVICE_ROW = "SELECT idx, kind, retired, created FROM devices WHERE id = ?"
+# Each device with the patients bound to it at :at (comma-separated, NULL when none).
+SELECT_DEVICES = """SELECT d.id, d.kind, d.created, d.retired,
+    (SELECT group_concat(p.id, ',') FROM bindings b JOIN patients p ON p.idx = b.patient
+     WHERE b.device = d.idx AND b.valid_from <= :at AND (b.valid_to IS NULL OR b.valid_to > :at))
+    FROM devices d WHERE (:kind IS NULL OR d.kind = :kind) ORDER BY d.idx LIMIT :limit"""
+DEVICE_BINDINGS = """SELECT p.id, b.user_slot, b.valid_from, b.valid_to FROM bindings b
+    JOIN patients p ON p.idx = b.patient WHERE b.device = ? ORDER BY b.valid_from, b.id"""
+SET_DEVICE_KIND = "UPDATE devices SET kind = ? WHERE idx = ?"
+RETIRE_DEVICE = "UPDATE devices SET retired = ? WHERE idx = ?"
+BINDING_FROM = """SELECT p.id, b.valid_from FROM bindings b JOIN patients p ON p.idx = b.patient
+    WHERE b.device = ? AND b.valid_from >= ? ORDER BY b.valid_from LIMIT 1"""
+CLOSE_BINDINGS_AT = ("UPDATE bindings SET valid_to = :at WHERE device = :device AND valid_from < :at "
+                     "AND (valid_to IS NULL OR valid_to > :at)")
+
+# ---------------------------------------------------------------------------------------
+# Reports: a patient's remote-monitoring protocol, and the programme's coverage indicator.
+# ---------------------------------------------------------------------------------------
+
+REPORT_PATIENT = """SELECT p.idx, p.id, p.programmes, p.dispensary, p.tz, p.targets,
+    p.physician, ph.name, p.nurse, nu.name, p.personal_admin, pa.name
+    FROM patients p LEFT JOIN staff ph ON ph.id = p.physician LEFT JOIN staff nu ON nu.id = p.nurse
+    LEFT JOIN staff pa ON pa.id = p.personal_admin WHERE p.id = ?"""
+# Every device ever bound to the patient (a reading belongs to the patient bound at its t).
+REPORT_DEVICES = "SELECT idx, id FROM devices WHERE idx IN (SELECT device FROM bindings WHERE patient = ?)"
+# Found through those devices (the device prefix of the readings' UNIQUE index), then
+# filtered by the stored patient and the period; glucose context records are not readings.
+REPORT_READINGS = """SELECT id, t, device, type, sys, dia, pul, glu, flags FROM readings
+    WHERE device IN (SELECT device FROM bindings WHERE patient = :patient)
+      AND patient = :patient AND t >= :since AND t < :until AND type IN ('bp', 'glu', 'cgm')"""
+REPORT_BINDINGS = """SELECT d.id, d.kind, d.retired, b.user_slot, b.valid_from, b.valid_to FROM bindings b
+    JOIN devices d ON d.idx = b.device
+    WHERE b.patient = :patient AND b.valid_from < :until AND (b.valid_to IS NULL OR b.valid_to > :since)
+    ORDER BY d.id, b.valid_from"""
+# Alerts raised in the period, or measured in it (a late upload's alert is raised after it),
+# each with its history (one row per event, actor's name when a staff member).
+REPORT_ALERTS = """SELECT a.id, a.rule, a.severity, a.t, a.raised, a.late, a.state, a.escalated, a.escalated_at,
+    a.occurrences, e.at, e.actor, s.name, e.action, e.note
+    FROM alerts a LEFT JOIN alert_events e ON e.alert = a.id LEFT JOIN staff s ON s.id = e.actor
+    WHERE a.patient = :patient AND (a.raised >= :since AND a.raised < :until OR a.t >= :since AND a.t < :until)
+    ORDER BY a.raised, a.id, e.id"""
+INSERT_PROTOCOL = ("INSERT INTO protocols (patient, period_from, period_to, issued, issued_by, content) "
+                   "VALUES (?, ?, ?, ?, ?, ?)")
+# The indicator's cohort: under dispensary observation in a programme (AH, DM1, DM2),
+# registered by :as_of. Covered: a final protocol issued in [:since, :as_of). Equipped: a
+# measuring device (not a hub, not retired) bound at :as_of.
+_COHORT = """dispensary = 1 AND created <= :as_of AND (instr(',' || programmes || ',', ',AH,') > 0
+    OR instr(',' || programmes || ',', ',DM1,') > 0 OR instr(',' || programmes || ',', ',DM2,') > 0)"""
+_COVERED = "idx IN (SELECT patient FROM protocols WHERE issued >= :since AND issued < :as_of)"
+_EQUIPPED = """idx IN (SELECT b.patient FROM bindings b JOIN devices d ON d.idx = b.device
+    WHERE b.valid_from <= :as_of AND (b.valid_to IS NULL OR b.valid_to > :as_of) AND d.kind != 'hub'
+      AND (d.retired IS NULL OR d.retired > :as_of))"""
+COVERAGE_GROUPS = f"""SELECT physician, personal_admin, programmes, COUNT(*), SUM({_COVERED}), SUM(NOT {_EQUIPPED})
+    FROM patients WHERE {_COHORT} GROUP BY physician, personal_admin, programmes"""
+COVERAGE_NO_DEVICE = f"""SELECT id, physician, personal_admin FROM patients WHERE {_COHORT} AND NOT {_EQUIPPED}
+    ORDER BY personal_admin, id LIMIT :limit"""
+COVERAGE_STAFF = "SELECT id, name, role FROM staff WHERE role IN ('physician', 'personal_admin') ORDER BY id"
+
+# ---------------------------------------------------------------------------------------
+# Quarantine replay (gateway.replay) and the status view (gateway.status_cli).
+# ---------------------------------------------------------------------------------------
+
+# Rows a replay takes, a chunk at a time in id order: not replayed yet, with a raw payload.
+SELECT_REPLAY_CANDIDATES = """SELECT id, payload, element, reason, t, seq FROM quarantine
+    WHERE id > :after AND replayed IS NULL AND payload IS NOT NULL AND element IS NOT NULL
+      AND (:device IS NULL OR device = :device) AND (:reason IS NULL OR reason = :reason)
+    ORDER BY id LIMIT :limit"""
+SELECT_REPLAY_CANDIDATE_KEYS = ("id", "payload", "element", "reason", "t", "seq")
+SELECT_PAYLOAD = "SELECT topic, rx, data FROM quarantine_payloads WHERE id = ?"
+SELECT_QUARANTINE_REASON = "SELECT reason FROM quarantine WHERE id = ?"
+SET_QUARANTINE_REPLAYED = "UPDATE quarantine SET replayed = ? WHERE id = ?"
+SET_QUARANTINE_REASON = "UPDATE quarantine SET reason = ?, detail = ? WHERE id = ?"
+SET_AUDIT_DETAIL = "UPDATE audit SET detail = ? WHERE id = ?"
+AUDIT_KEYS = ("id", "at", "actor", "action", "subject", "detail")
+SELECT_AUDIT = f"""SELECT {', '.join(AUDIT_KEYS)} FROM audit WHERE (:action IS NULL OR action = :action)
+    ORDER BY id DESC LIMIT :limit"""
+INSERT_REPLAY_REQUEST = ("INSERT INTO replay_requests (requested, actor, device, reason, shift_ms) "
+                         "VALUES (?, ?, ?, ?, ?)")
+REPLAY_REQUEST_KEYS = ("id", "requested", "actor", "device", "reason", "shift_ms", "done", "result")
+SELECT_REPLAY_REQUEST = f"SELECT {', '.join(REPLAY_REQUEST_KEYS)} FROM replay_requests WHERE id = ?"
+SELECT_PENDING_REPLAY_REQUEST = (f"SELECT {', '.join(REPLAY_REQUEST_KEYS)} FROM replay_requests "
+                                 "WHERE done IS NULL ORDER BY id LIMIT 1")
+FINISH_REPLAY_REQUEST = "UPDATE replay_requests SET done = ?, result = ? WHERE id = ?"
+
+# Both read the index alerts_open_summary only (plus the rows of open DEVICE alerts).
+OPEN_ALERTS_SUMMARY = """SELECT severity, COUNT(*), MIN(raised) FROM alerts
+    WHERE state IN ('open', 'acknowledged') GROUP BY severity"""
+COUNT_SILENT_DEVICES = """SELECT COUNT(DISTINCT d.key) FROM alerts a, json_each(a.values_json, '$.devices') d
+    WHERE a.state IN ('open', 'acknowledged') AND a.rule = 'DEVICE'
+      AND EXISTS (SELECT 1 FROM json_each(d.value) WHERE value = 'silent')"""
+
+# ---------------------------------------------------------------------------------------
+# Sweeps: activity state (gateway.activity) and the MISSED / DEVICE tasks (gateway.sweeps).
+# ---------------------------------------------------------------------------------------
+
+UPSERT_DEVICE_ACTIVITY = """INSERT INTO device_activity
+    (device, last_rx, battery, battery_low, rejects, clock_faults, counted, reset_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (device) DO UPDATE SET last_rx = excluded.last_rx, battery = excluded.battery,
+      battery_low = excluded.battery_low, rejects = excluded.rejects, clock_faults = excluded.clock_faults,
+      counted = excluded.counted, reset_at = excluded.reset_at"""
+UPSERT_PATIENT_ACTIVITY = """INSERT INTO patient_activity (patient, last_bp, last_glu, last_cgm) VALUES (?, ?, ?, ?)
+    ON CONFLICT (patient) DO UPDATE SET last_bp = excluded.last_bp, last_glu = excluded.last_glu,
+      last_cgm = excluded.last_cgm"""
+SELECT_DEVICE_ACTIVITY = ("SELECT device, last_rx, battery, battery_low, rejects, clock_faults, counted, reset_at "
+                          "FROM device_activity")
+SELECT_PATIENT_ACTIVITY = "SELECT patient, last_bp, last_glu, last_cgm FROM patient_activity"
+ACTIVITY_THROUGH_KEY = "activity_through_reading"
+SWEEP_PATIENTS = "SELECT idx, programmes, dispensary, targets, created FROM patients"
+SWEEP_DEVICES = "SELECT idx, id, kind, retired FROM devices"
+# Sweep tasks are the only alerts of severity 'task' (core.rules.RULES: MISSED, DEVICE).
+SELECT_OPEN_TASKS = ("SELECT id, patient, rule, state, notified, values_json FROM alerts "
+                     "WHERE state != 'resolved' AND severity = 'task'")
+# INDEXED BY: without statistics the planner prefers alerts_open_summary's two equalities,
+# which scan every resolved task ever; the partial index reads only those resolved since.
+SELECT_TASK_RESOLUTIONS = """SELECT a.patient, a.rule, e.at, e.actor FROM alerts a INDEXED BY alerts_tasks_resolved
+    JOIN alert_events e ON e.alert = a.id AND e.action = 'resolved'
+    WHERE a.state = 'resolved' AND a.severity = 'task' AND a.updated > ?"""
+RESOLVE_TASK = "UPDATE alerts SET state = 'resolved', updated = ? WHERE id = ? AND state != 'resolved'"

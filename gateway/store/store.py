@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import math
 import os
 import re
 import sqlite3
@@ -47,9 +48,11 @@ from core.bind import BINDING_DTYPE, OPEN_END, Bindings
 from core.codes import NO_USER, UNIT_NAMES, Flag, Kind, Reason
 from core.dedup import KEY_DTYPE, TAG_CONTEXT_SEQ, TAG_FINGERPRINT, TAG_SEQ
 from core.layout import empty_batch
-from core.rules import SEVERITY_RANK, Rule, severity_and_route
+from core.rules import SEVERITY_RANK, THRESHOLDS, Param, Rule, default_thresholds, severity_and_route
 from core.windows import N_ACC, N_METRICS, RING_DAYS, WindowState
 
+from ..clock import format_ms
+from ..escalation import ESCALATED_SEVERITY, ESCALATED_STATE, Pending, escalations_due
 from .sql import (
     SCHEMA_TABLE,
     MIGRATIONS,
@@ -74,11 +77,17 @@ from .sql import (
     UPDATE_ALERT,
     INSERT_ALERT_READING,
     INSERT_ALERT_EVENT,
+    ALERT_KEYS,
+    SELECT_ALERT,
     SELECT_ALERTS,
     SELECT_ALERT_READINGS,
     SELECT_ALERT_STATE,
     SET_ALERT_STATE,
     SELECT_ALERT_EVENTS,
+    SELECT_STAFF_ROLE,
+    SELECT_LAST_ALERT_EVENT,
+    SELECT_ESCALATION_CANDIDATES,
+    ESCALATE_ALERT,
     COUNT_OPEN_ALERTS,
     UPSERT_GATEWAY_STATS,
     SELECT_GATEWAY_STATS,
@@ -97,7 +106,6 @@ from .sql import (
     INSERT_PATIENT,
     INSERT_STAFF,
     SELECT_STAFF,
-    DEVICE_IDX,
     PATIENT_IDX,
     ALL_DEVICES,
     ALL_PATIENTS,
@@ -109,6 +117,65 @@ from .sql import (
     ALL_BINDINGS,
     SELECT_V1_READINGS,
     INSERT_V2_READING,
+)
+from .sql import (  # registry
+    PATIENT_IDS_AMONG,
+    STAFF_IDS_AMONG,
+    SELECT_STAFF_LIST,
+    PATIENT_KEYS,
+    SELECT_PATIENT,
+    SELECT_PATIENTS,
+    PATIENT_NUMBER_TARGETS,
+    PATIENT_BINDINGS,
+    DEVICE_ROW,
+    SELECT_DEVICES,
+    DEVICE_BINDINGS,
+    SET_DEVICE_KIND,
+    RETIRE_DEVICE,
+    BINDING_FROM,
+    CLOSE_BINDINGS_AT,
+)
+from .sql import (  # sweeps
+    UPSERT_DEVICE_ACTIVITY,
+    UPSERT_PATIENT_ACTIVITY,
+    SELECT_DEVICE_ACTIVITY,
+    SELECT_PATIENT_ACTIVITY,
+    ACTIVITY_THROUGH_KEY,
+    SWEEP_PATIENTS,
+    SWEEP_DEVICES,
+    SELECT_OPEN_TASKS,
+    SELECT_TASK_RESOLUTIONS,
+    RESOLVE_TASK,
+)
+from .sql import (  # reports
+    REPORT_PATIENT,
+    REPORT_DEVICES,
+    REPORT_READINGS,
+    REPORT_BINDINGS,
+    REPORT_ALERTS,
+    INSERT_PROTOCOL,
+    COVERAGE_GROUPS,
+    COVERAGE_NO_DEVICE,
+    COVERAGE_STAFF,
+)
+from .sql import (  # quarantine replay and status
+    INSERT_AUDIT,
+    SELECT_REPLAY_CANDIDATES,
+    SELECT_REPLAY_CANDIDATE_KEYS,
+    SELECT_PAYLOAD,
+    SELECT_QUARANTINE_REASON,
+    SET_QUARANTINE_REPLAYED,
+    SET_QUARANTINE_REASON,
+    SET_AUDIT_DETAIL,
+    AUDIT_KEYS,
+    SELECT_AUDIT,
+    INSERT_REPLAY_REQUEST,
+    REPLAY_REQUEST_KEYS,
+    SELECT_REPLAY_REQUEST,
+    SELECT_PENDING_REPLAY_REQUEST,
+    FINISH_REPLAY_REQUEST,
+    OPEN_ALERTS_SUMMARY,
+    COUNT_SILENT_DEVICES,
 )
 
 Synchronous = Literal["FULL", "NORMAL"]
@@ -143,6 +210,11 @@ EXTRA_FIELDS: dict[Kind, tuple[tuple[str | None, ...], tuple[str | None, ...]]] 
 DEVICE_KINDS = ("bp", "glu", "cgm", "hub", "unknown")
 PROGRAMMES = ("AH", "DM1", "DM2")
 STAFF_ROLES = ("physician", "nurse", "device_admin", "personal_admin", "head", "monitoring_admin")
+PLAN_METRICS = ("bp", "glu", "cgm")  # keys of a patient's measurement plan (targets "plan")
+MAX_PLAN_DAYS = 366
+CLI_ACTOR = "cli"  # who the audit trail names for a registry change made from the command line
+_THRESHOLD_COLUMNS: dict[str, int] = {param.name: int(param) for param in Param}
+_STAFF_FIELDS = ("physician", "nurse", "personal_admin")  # a patient's staff, by role
 # Default quarantine detail per reason, when the caller gives none.
 REASON_DETAILS: dict[Reason, str] = {
     Reason.DECODE: "payload or GATT value could not be decoded",
@@ -155,9 +227,17 @@ REASON_DETAILS: dict[Reason, str] = {
     Reason.UNBOUND: "no patient bound to the device (and user slot) at t",
     Reason.CONFLICT: "same device and seq as a stored reading, other values",
 }
+ALERT_STATES = ("open", "acknowledged", "resolved")
 ALERT_TRANSITIONS: dict[str, tuple[str, ...]] = {"acknowledged": ("open",), "resolved": ("open", "acknowledged")}
+# Work queues: role -> the patients' column that names a staff member of that role (whose
+# queue holds the alerts routed to the role of their own patients); None: a staff member of
+# the role sees every alert routed to it.
+QUEUE_PATIENT_COLUMN: dict[str, str | None] = {"physician": "physician", "nurse": "nurse",
+                                               "personal_admin": "personal_admin", "device_admin": None}
+QUEUE_ROLES = tuple(QUEUE_PATIENT_COLUMN)
 COOLDOWN_MS = 6 * 3_600_000  # DESIGN.md: an open alert is updated, re-notified after this
 GATEWAY_ACTOR = "gateway"
+ACTIVITY_NEVER = np.iinfo(np.int64).min  # "never" in the sweeps' activity arrays (NULL in their tables)
 DEFAULT_BUSY_TIMEOUT_MS = 5_000
 
 _ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -165,6 +245,9 @@ _BLE_ID = re.compile(r"(?:[0-9A-F]{2}:){5}[0-9A-F]{2}")
 _TYPE_NAMES = np.array([KIND_TYPES.get(k) for k in range(256)], dtype=object)
 _ACC_SHAPE = (N_METRICS, RING_DAYS, N_ACC)
 _ACC_BYTES = N_METRICS * RING_DAYS * N_ACC * 8
+# A row of REPORT_READINGS (NULL values become NaN).
+_REPORT_ROW_DTYPE = np.dtype([("id", "<i8"), ("t", "<i8"), ("device", "<i8"), ("type", "O"), ("sys", "<f8"),
+                              ("dia", "<f8"), ("pul", "<f8"), ("glu", "<f8"), ("flags", "<u2")])
 
 # ---------------------------------------------------------------------------------------
 # Errors
@@ -198,11 +281,17 @@ class StoreError(Exception):
 class RegistryError(StoreError, ValueError):
     """Bad input to a registry or alert-lifecycle call; nothing was written.
 
-    ``reason``: INVALID (malformed id, kind, role, programme, zone or interval), EXISTS
-    (the id is taken), UNKNOWN (no such device, patient, staff member or alert),
+    ``reason``: INVALID (malformed id, kind, role, programme, zone, target or interval),
+    EXISTS (the id is taken), UNKNOWN (no such device, patient, staff member or alert),
     OVERLAP (the device and user slot are already bound for part of the interval),
-    STATE (alert transition not allowed from its current state).
+    RETIRED (the device is retired: it cannot be bound or retired again),
+    STATE (alert transition not allowed from its current state; a device bound after the
+    time it is to be retired at). ``value``: the offending input, when there is one.
     """
+
+    def __init__(self, reason: str, message: str, value: object = None) -> None:
+        super().__init__(reason, message)
+        self.value = value
 
 
 def _store_error(error: sqlite3.Error, timeout_ms: int) -> StoreError:
@@ -253,6 +342,72 @@ class CommitResult:
     reading_ids: np.ndarray
     alerts: list[dict]
     alerts_updated: int
+
+
+class PatientIn(TypedDict):
+    """A patient to register with ``add_patients``; absent keys take the defaults shown.
+
+    ``id`` 1-64 of [A-Za-z0-9_.-]; ``programmes`` one or more of PROGRAMMES (("AH",));
+    ``dispensary`` under dispensary observation (True); ``tz`` IANA zone ("UTC");
+    ``physician``, ``nurse``, ``personal_admin`` registered staff ids (None); ``targets``
+    the targets JSON of ``add_patients`` ({}).
+    """
+
+    id: str
+    programmes: NotRequired[Sequence[str]]
+    dispensary: NotRequired[bool]
+    tz: NotRequired[str]
+    physician: NotRequired[str | None]
+    nurse: NotRequired[str | None]
+    personal_admin: NotRequired[str | None]
+    targets: NotRequired[Mapping]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejected:
+    """A patient ``add_patients`` refused: its position in the list, a RegistryError
+    reason, the message, the offending value."""
+
+    index: int
+    reason: str
+    message: str
+    value: object
+
+
+@dataclasses.dataclass(frozen=True)
+class PatientsAdded:
+    """What ``add_patients`` did: ``valid`` patients passed the checks, ``added`` were
+    registered (0 when nothing was written), ``rejected`` the others, in list order."""
+
+    valid: int
+    added: int
+    rejected: list[Rejected]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadingColumns:
+    """A patient's stored readings (bp, glu, cgm) as columns, by measurement time then id.
+
+    ``id`` int64 reading ids; ``t`` int64 ms UTC; ``kind`` uint8 ``core.codes.Kind``;
+    ``sys``, ``dia`` float64 mmHg, ``pul`` float64 beats/min, ``glu`` float64 mmol/L, NaN
+    when absent (a censored glucose has NaN and RANGE_LO or RANGE_HI in flags); ``flags``
+    uint16 ``core.codes.Flag``; ``device`` int32, the position of the reading's device in
+    ``device_ids``.
+    """
+
+    id: np.ndarray
+    t: np.ndarray
+    kind: np.ndarray
+    sys: np.ndarray
+    dia: np.ndarray
+    pul: np.ndarray
+    glu: np.ndarray
+    flags: np.ndarray
+    device: np.ndarray
+    device_ids: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.t)
 
 
 def _now_ms() -> int:
@@ -471,7 +626,7 @@ class Store:
                      topics: Sequence[str | None] | None = None, details: Mapping[int, str] | None = None,
                      meal: np.ndarray | None = None, battery: np.ndarray | None = None,
                      alerts: Sequence[AlertIn] = (), windows: Mapping[str, np.ndarray] | None = None,
-                     ) -> CommitResult:
+                     replayed: np.ndarray | None = None) -> CommitResult:
         """Store one processed batch in ONE transaction; all of it or, on error, nothing.
 
         Parameters
@@ -498,6 +653,11 @@ class Store:
             int[k] (optional: rows to write, default all)}, optional
             Window state after this batch (``WindowState.arrays()``); saved with the id of
             the last reading it includes (see ``load_windows``).
+        replayed : int64[n], optional
+            A quarantine replay (``gateway.replay``): the quarantine row each row of the
+            batch re-ingests. No quarantine row is added: those rows are settled instead
+            (``_settle_replayed``), and the counters move from their old reason rather than
+            count a new arrival.
 
         Raises
         ------
@@ -516,7 +676,9 @@ class Store:
                 self._insert_readings(conn, batch, ok, reason, reading_ids,
                                       None if meal is None else meal[ok], None if battery is None else battery[ok])
             bad = np.flatnonzero((reason != Reason.OK) & (reason != Reason.DUPLICATE))
-            if len(bad):
+            if replayed is not None:
+                quarantined, moved = self._settle_replayed(conn, replayed, reason, now_ms, details or {})
+            elif len(bad):
                 quarantined = self._insert_quarantine(conn, batch, bad, reason[bad], now_ms, payloads, message,
                                                       element, topics, details or {})
             is_new = reason == Reason.OK
@@ -531,7 +693,7 @@ class Store:
             stored, duplicate = int(is_new.sum()), int((reason == Reason.DUPLICATE).sum())
             counters = [("received", n), ("stored", stored), ("duplicate", duplicate)]
             counters += [(f"quarantined.{name}", count) for name, count in quarantined.items()]
-            conn.executemany(ADD_COUNTER, counters)
+            conn.executemany(ADD_COUNTER, counters if replayed is None else moved)
             alerts_out = [self._alert_json(conn, alert_id) for alert_id, notify in notify_ids.items() if notify]
         return CommitResult(stored=stored, duplicate=duplicate, quarantined=quarantined, reason=reason,
                             reading_ids=reading_ids, alerts=alerts_out,
@@ -618,17 +780,17 @@ class Store:
         return alert_id, notify
 
     def _alert_json(self, conn: sqlite3.Connection, alert_id: int) -> dict:
-        row = conn.execute(SELECT_ALERTS, {"id": alert_id, "patient": None, "state": None, "severity": None,
-                                           "limit": 1}).fetchone()
-        return self._alert_dict(conn, row)
+        return self._alert_dict(conn, conn.execute(SELECT_ALERT, (alert_id,)).fetchone())
 
     @staticmethod
     def _alert_dict(conn: sqlite3.Connection, row: tuple) -> dict:
-        alert_id, patient, rule, severity, route, t, raised, late, values, state, escalated, occurrences = row
-        readings = [r for (r,) in conn.execute(SELECT_ALERT_READINGS, (alert_id,))]
-        return {"id": alert_id, "patient": patient, "rule": rule, "severity": severity, "route": json.loads(route),
-                "t": t, "raised": raised, "late": bool(late), "values": json.loads(values), "readings": readings,
-                "state": state, "escalated": escalated, "occurrences": occurrences}
+        """The alert JSON of DESIGN.md (plus escalated, escalated_at, occurrences) of a row
+        of SELECT_ALERT / SELECT_ALERTS."""
+        alert = dict(zip(ALERT_KEYS, row))
+        alert["route"], alert["values"] = json.loads(alert["route"]), json.loads(alert["values"])
+        alert["late"] = bool(alert["late"])
+        alert["readings"] = [r for (r,) in conn.execute(SELECT_ALERT_READINGS, (alert["id"],))]
+        return alert
 
     # -- dedup and window state ---------------------------------------------------------
 
@@ -701,121 +863,288 @@ class Store:
         return batch, np.array(ids, dtype=np.int64)
 
     # -- registry -----------------------------------------------------------------------
+    #
+    # Every change bumps the registry version (a running gateway reloads devices, patients,
+    # bindings and thresholds on it) and is recorded in ``audit`` with its actor: a staff
+    # id, CLI_ACTOR or GATEWAY_ACTOR.
 
     def _bump_registry(self, conn: sqlite3.Connection) -> None:
         conn.execute(ADD_COUNTER, (REGISTRY_VERSION_KEY, 1))
 
-    def add_staff(self, staff_id: str, name: str, role: str) -> None:
-        """Register a staff member; ``role`` one of STAFF_ROLES."""
+    @staticmethod
+    def _audit(conn: sqlite3.Connection, at_ms: int, actor: str, action: str, subject: str | None,
+               detail: Mapping) -> None:
+        conn.execute(INSERT_AUDIT, (at_ms, actor, action, subject, json.dumps(detail, separators=(",", ":"))))
+
+    def add_staff(self, staff_id: str, name: str, role: str, *, actor: str = CLI_ACTOR) -> None:
+        """Register a staff member; ``role`` one of STAFF_ROLES, ``name`` not empty."""
         _check_id(staff_id, "staff id")
         if role not in STAFF_ROLES:
-            raise RegistryError("INVALID", f"role {role!r} is not one of {', '.join(STAFF_ROLES)}")
+            raise RegistryError("INVALID", f"role {role!r} is not one of {', '.join(STAFF_ROLES)}", role)
+        if not name.strip():
+            raise RegistryError("INVALID", f"staff member {staff_id!r} needs a name", name)
         with self._write() as conn:
             try:
-                conn.execute(INSERT_STAFF, (staff_id, name, role))
+                conn.execute(INSERT_STAFF, (staff_id, name.strip(), role))
             except sqlite3.IntegrityError:
-                raise RegistryError("EXISTS", f"staff member {staff_id!r} already exists") from None
+                raise RegistryError("EXISTS", f"staff member {staff_id!r} already exists", staff_id) from None
+            self._audit(conn, _now_ms(), actor, "staff.add", staff_id, {"name": name.strip(), "role": role})
             self._bump_registry(conn)
 
-    def add_device(self, device_id: str, kind: str, *, now_ms: int | None = None) -> int:
-        """Register a device (a BLE meter behind a hub by its address); return its index."""
+    def staff(self, *, role: str | None = None, limit: int = 10_000) -> list[dict]:
+        """Staff members (dicts with id, name, role) by id, of one role or all."""
+        return [dict(zip(("id", "name", "role"), row))
+                for row in self._read(SELECT_STAFF_LIST, {"role": role, "limit": limit})]
+
+    def add_device(self, device_id: str, kind: str, *, now_ms: int | None = None, actor: str = CLI_ACTOR) -> int:
+        """Register a device (a BLE meter behind a hub by its address); return its index.
+
+        A device the gateway registered on first sight with kind "unknown" takes ``kind``
+        (same index); any other registered id is EXISTS.
+        """
         if not (_ID.fullmatch(device_id) or _BLE_ID.fullmatch(device_id)):
             raise RegistryError("INVALID", f"device id {device_id!r}: use 1-64 of [A-Za-z0-9_.-], or a BLE "
-                                           "address in upper case with colons (AA:BB:CC:DD:EE:FF)")
+                                           "address in upper case with colons (AA:BB:CC:DD:EE:FF)", device_id)
         if kind not in DEVICE_KINDS:
-            raise RegistryError("INVALID", f"device kind {kind!r} is not one of {', '.join(DEVICE_KINDS)}")
+            raise RegistryError("INVALID", f"device kind {kind!r} is not one of {', '.join(DEVICE_KINDS)}", kind)
+        now_ms = _now_ms() if now_ms is None else now_ms
         with self._write() as conn:
-            idx = conn.execute(NEXT_DEVICE_IDX).fetchone()[0]
-            try:
-                conn.execute(INSERT_DEVICE, (device_id, idx, kind, _now_ms() if now_ms is None else now_ms))
-            except sqlite3.IntegrityError:
-                raise RegistryError("EXISTS", f"device {device_id!r} already exists") from None
+            row = conn.execute(DEVICE_ROW, (device_id,)).fetchone()
+            if row is None:
+                idx = conn.execute(NEXT_DEVICE_IDX).fetchone()[0]
+                conn.execute(INSERT_DEVICE, (device_id, idx, kind, now_ms))
+                self._audit(conn, now_ms, actor, "device.add", device_id, {"kind": kind})
+            elif row[1] == "unknown" and kind != "unknown":
+                idx = row[0]
+                conn.execute(SET_DEVICE_KIND, (kind, idx))
+                self._audit(conn, now_ms, actor, "device.kind", device_id, {"kind": kind, "was": "unknown"})
+            else:
+                raise RegistryError("EXISTS", f"device {device_id!r} already exists (kind {row[1]})", device_id)
             self._bump_registry(conn)
         return idx
+
+    def retire_device(self, device_id: str, at_ms: int, *, actor: str = CLI_ACTOR) -> int:
+        """Take a device out of service at ``at_ms`` (ms UTC): its bindings that hold
+        ``at_ms`` end there, and it can never be bound again. Returns how many bindings ended.
+
+        RegistryError UNKNOWN (no such device), RETIRED (retired already), STATE (a
+        binding of it starts at or after ``at_ms``: retire it later).
+        """
+        with self._write() as conn:
+            idx, _, retired, _ = self._device_row(conn, device_id)
+            if retired is not None:
+                raise RegistryError("RETIRED", f"device {device_id!r} was retired at {format_ms(retired)}",
+                                    device_id)
+            later = conn.execute(BINDING_FROM, (idx, at_ms)).fetchone()
+            if later is not None:
+                raise RegistryError("STATE", f"device {device_id!r} is bound to patient {later[0]!r} from "
+                                             f"{format_ms(later[1])}, not before {format_ms(at_ms)}: retire it "
+                                             "after that binding starts", at_ms)
+            closed = conn.execute(CLOSE_BINDINGS_AT, {"at": at_ms, "device": idx}).rowcount
+            conn.execute(RETIRE_DEVICE, (at_ms, idx))
+            self._audit(conn, _now_ms(), actor, "device.retire", device_id, {"at": at_ms, "bindings_ended": closed})
+            self._bump_registry(conn)
+        return closed
+
+    def devices(self, *, kind: str | None = None, at_ms: int | None = None, limit: int = 10_000) -> list[dict]:
+        """Devices by index: dicts with id, kind, created, retired (ms UTC or None) and
+        ``patients``, the ids of the patients bound to it at ``at_ms`` (default now; several
+        for a meter shared by user slots)."""
+        rows = self._read(SELECT_DEVICES, {"kind": kind, "at": _now_ms() if at_ms is None else at_ms,
+                                           "limit": limit})
+        return [{"id": device_id, "kind": device_kind, "created": created, "retired": retired,
+                 "patients": sorted(patients.split(",")) if patients else []}
+                for device_id, device_kind, created, retired, patients in rows]
+
+    def device(self, device_id: str, *, at_ms: int | None = None) -> dict:
+        """One device (as in ``devices``) with its bindings, oldest first: dicts with
+        patient, user (slot or None), from, to (ms UTC; None = open end) and current (holds
+        ``at_ms``, default now). RegistryError UNKNOWN if not registered."""
+        at_ms = _now_ms() if at_ms is None else at_ms
+        row = self._read(DEVICE_ROW, (device_id,))
+        if not row:
+            raise RegistryError("UNKNOWN", f"device {device_id!r} is not registered", device_id)
+        idx, kind, retired, created = row[0]
+        bindings = [{"patient": patient, "user": user, "from": start, "to": end,
+                     "current": start <= at_ms and (end is None or at_ms < end)}
+                    for patient, user, start, end in self._read(DEVICE_BINDINGS, (idx,))]
+        return {"id": device_id, "kind": kind, "created": created, "retired": retired,
+                "patients": sorted(b["patient"] for b in bindings if b["current"]), "bindings": bindings}
 
     def add_patient(self, patient_id: str, *, programmes: Sequence[str] = ("AH",), tz: str = "UTC",
                     dispensary: bool = True, physician: str | None = None, nurse: str | None = None,
                     personal_admin: str | None = None, targets: Mapping | None = None,
-                    now_ms: int | None = None) -> int:
-        """Register a patient; return its index. ``tz`` an IANA zone; its UTC offset at
-        ``now_ms`` is stored as utc_offset_min (what windows use for the local day)."""
-        _check_id(patient_id, "patient id")
-        bad = [p for p in programmes if p not in PROGRAMMES]
-        if bad or not programmes:
-            raise RegistryError("INVALID", f"programmes {list(programmes)!r}: give one or more of "
-                                           f"{', '.join(PROGRAMMES)}")
+                    now_ms: int | None = None, actor: str = CLI_ACTOR) -> int:
+        """Register one patient (fields and targets as in ``add_patients``); return its
+        index. RegistryError with the reason of its first problem."""
+        added = self.add_patients([PatientIn(id=patient_id, programmes=programmes, tz=tz, dispensary=dispensary,
+                                             physician=physician, nurse=nurse, personal_admin=personal_admin,
+                                             targets=targets or {})], now_ms=now_ms, actor=actor)
+        if added.rejected:
+            bad = added.rejected[0]
+            raise RegistryError(bad.reason, bad.message, bad.value)
+        return self._patient_idx(self._conn, patient_id)
+
+    def add_patients(self, patients: Sequence[PatientIn], *, skip_bad: bool = False, check_only: bool = False,
+                     source: str | None = None, now_ms: int | None = None, actor: str = CLI_ACTOR) -> PatientsAdded:
+        """Register patients in ONE transaction: all of them, or none if any is bad (unless
+        ``skip_bad``: the good ones). ``check_only``: check, write nothing.
+
+        Checks, each bad patient rejected with the first it fails (``Rejected``): id
+        (INVALID), not registered and not earlier in the list (EXISTS), programmes
+        (INVALID), time zone (INVALID), staff ids registered (UNKNOWN), targets (INVALID).
+        The registry is asked once which of the list's ids and staff ids it holds (one query
+        each, whatever the list's length and the registry's size); the patients are written
+        with one executemany, the registry version is bumped once and one audit row (action
+        ``patients.add``, ``source`` e.g. the file name) records the call. Patients get
+        consecutive indexes in list order.
+
+        ``tz``'s UTC offset at ``now_ms`` is stored as utc_offset_min (what windows use for
+        the local day).
+
+        Targets JSON (the ``targets`` column): an object whose keys are optional::
+
+            {"home_sys": 130, "home_dia": 80,      # any name of core.rules.THRESHOLDS: the
+             "tir_low": 4.0, "tir_high": 9.0,      #   patient's value in its unit (mmHg,
+                                                   #   mmol/L, ...), a positive number
+             "plan": {"bp": 1, "glu": 3, "cgm": 1}}  # measurement plan: a reading of each
+                                                     #   metric is expected every N days
+
+        Threshold names override the defaults of ``core.rules.THRESHOLDS`` for this patient
+        in the core's rules and windows (``thresholds``): the BP target SYS/DIA is
+        home_sys/home_dia (BP_HOME_HIGH), the glucose range LOW-HIGH is tir_low/tir_high
+        (CGM_TIR). ``plan`` keys are PLAN_METRICS, days a positive number up to
+        MAX_PLAN_DAYS; the MISSED sweep expects every metric of the patient's programmes
+        (AH: bp; DM1, DM2: glu) every 3 days unless the plan says otherwise.
+        """
         now_ms = _now_ms() if now_ms is None else now_ms
-        try:
-            zone = zoneinfo.ZoneInfo(tz)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise RegistryError("INVALID", f"time zone {tz!r} is unknown: use an IANA name such as "
-                                           "Europe/Moscow") from None
-        offset = datetime.datetime.fromtimestamp(now_ms / 1000, zone).utcoffset()
-        offset_min = int(offset.total_seconds() // 60) if offset is not None else 0
+        offsets: dict[str, int | None] = {}
+        rows: list[tuple] = []
+        rejected: list[Rejected] = []
+        ids = json.dumps([p.get("id") for p in patients])
+        staff_ids = json.dumps(list({p[role] for p in patients for role in _STAFF_FIELDS if p.get(role)}))
         with self._write() as conn:
-            for role, staff_id in (("physician", physician), ("nurse", nurse), ("personal_admin", personal_admin)):
-                if staff_id is not None and not conn.execute(SELECT_STAFF, (staff_id,)).fetchone():
-                    raise RegistryError("UNKNOWN", f"{role} {staff_id!r} is not registered: add the staff "
-                                                   "member first")
-            idx = conn.execute(NEXT_PATIENT_IDX).fetchone()[0]
-            try:
-                conn.execute(INSERT_PATIENT, (patient_id, idx, ",".join(programmes), bool(dispensary), tz,
-                                              offset_min, physician, nurse, personal_admin,
-                                              json.dumps(dict(targets or {})), now_ms))
-            except sqlite3.IntegrityError:
-                raise RegistryError("EXISTS", f"patient {patient_id!r} already exists") from None
+            known = {patient_id for (patient_id,) in conn.execute(PATIENT_IDS_AMONG, (ids,))}
+            staff = {staff_id for (staff_id,) in conn.execute(STAFF_IDS_AMONG, (staff_ids,))}
+            next_idx = conn.execute(NEXT_PATIENT_IDX).fetchone()[0]
+            for index, patient in enumerate(patients):
+                try:
+                    row = _patient_row(patient, next_idx + len(rows), now_ms, known, staff, offsets)
+                except RegistryError as error:
+                    rejected.append(Rejected(index, error.reason, str(error), error.value))
+                    continue
+                known.add(row[0])
+                rows.append(row)
+            if check_only or not rows or (rejected and not skip_bad):
+                return PatientsAdded(valid=len(rows), added=0, rejected=rejected)
+            conn.executemany(INSERT_PATIENT, rows)
+            self._audit(conn, now_ms, actor, "patients.add", rows[0][0] if len(rows) == 1 else None,
+                        {"added": len(rows), "rejected": len(rejected), "source": source})
             self._bump_registry(conn)
-        return idx
+        return PatientsAdded(valid=len(rows), added=len(rows), rejected=rejected)
+
+    def patients(self, *, programme: str | None = None, physician: str | None = None, nurse: str | None = None,
+                 personal_admin: str | None = None, limit: int = 10_000) -> list[dict]:
+        """Patients by index, each filter optional: dicts with id, programmes (list),
+        dispensary (bool), tz, utc_offset_min, physician, nurse, personal_admin (None if
+        not set), targets (the targets JSON of ``add_patients``), created (ms UTC)."""
+        rows = self._read(SELECT_PATIENTS, {"programme": programme, "physician": physician, "nurse": nurse,
+                                            "personal_admin": personal_admin, "limit": limit})
+        return [_patient_dict(row) for row in rows]
+
+    def patient(self, patient_id: str, *, at_ms: int | None = None) -> dict:
+        """One patient (as in ``patients``) with the bindings of devices to it, oldest first:
+        dicts with device, kind, user (slot or None), from, to (ms UTC; None = open end) and
+        current (holds ``at_ms``, default now). RegistryError UNKNOWN if not registered."""
+        at_ms = _now_ms() if at_ms is None else at_ms
+        row = self._read(SELECT_PATIENT, (patient_id,))
+        if not row:
+            raise RegistryError("UNKNOWN", f"patient {patient_id!r} is not registered", patient_id)
+        bindings = [{"device": device, "kind": kind, "user": user, "from": start, "to": end,
+                     "current": start <= at_ms and (end is None or at_ms < end)}
+                    for device, kind, user, start, end in self._read(PATIENT_BINDINGS, (row[0][0],))]
+        return {**_patient_dict(row[0]), "bindings": bindings}
+
+    def thresholds(self) -> np.ndarray:
+        """float64[n_patients, N_PARAMS]: each patient's alert thresholds, by index, for the
+        core (``core.Pipeline``): ``core.rules.default_thresholds`` with the patient's
+        targets of THRESHOLDS names written over them."""
+        out = default_thresholds(self._read(NEXT_PATIENT_IDX)[0][0])
+        rows = self._read(PATIENT_NUMBER_TARGETS)
+        if rows:
+            idx, names, values = zip(*rows)
+            column = np.array([_THRESHOLD_COLUMNS.get(name, -1) for name in names], dtype=np.int64)
+            known = column >= 0  # names the store did not write (an edited file) are ignored
+            out[np.array(idx, dtype=np.int64)[known], column[known]] = np.array(values, dtype=np.float64)[known]
+        return out
 
     def bind(self, device_id: str, patient_id: str, start_ms: int, end_ms: int | None = None, *,
-             user: int | None = None, now_ms: int | None = None) -> int:
+             user: int | None = None, now_ms: int | None = None, actor: str = CLI_ACTOR) -> int:
         """Bind a device (and user slot; None = any slot) to a patient for [start_ms, end_ms)
-        (None = open-ended); return the binding's id.
+        (None = open-ended); return the binding's id. A reading measured at start_ms
+        belongs to this binding, one at end_ms does not.
 
         Raises RegistryError OVERLAP when the device and slot are bound for part of that
-        interval already (unbind first), UNKNOWN for an unregistered device or patient.
+        interval already (unbind first), UNKNOWN for an unregistered device or patient,
+        RETIRED for a retired device.
         """
         if end_ms is not None and end_ms <= start_ms:
-            raise RegistryError("INVALID", f"binding ends ({end_ms}) before it starts ({start_ms})")
+            raise RegistryError("INVALID", f"binding ends ({format_ms(end_ms)}) before it starts "
+                                           f"({format_ms(start_ms)})", end_ms)
         if user is not None and not 0 <= user < NO_USER:
-            raise RegistryError("INVALID", f"user slot {user} outside 0..{NO_USER - 1}")
+            raise RegistryError("INVALID", f"user slot {user} outside 0..{NO_USER - 1}", user)
+        now_ms = _now_ms() if now_ms is None else now_ms
         with self._write() as conn:
-            device, patient = self._device_idx(conn, device_id), self._patient_idx(conn, patient_id)
+            device, _, retired, _ = self._device_row(conn, device_id)
+            if retired is not None:
+                raise RegistryError("RETIRED", f"device {device_id!r} was retired at {format_ms(retired)}: it "
+                                               "cannot be bound again", device_id)
+            patient = self._patient_idx(conn, patient_id)
             end = OPEN_END if end_ms is None else end_ms
             clash = conn.execute(OVERLAPPING_BINDING, (device, user, end, start_ms)).fetchone()
             if clash:
                 _, other, c_from, c_to = clash
                 slot = "any slot" if user is None else f"user slot {user}"
                 raise RegistryError("OVERLAP", f"device {device_id!r} ({slot}) is already bound to patient "
-                                               f"{other!r} from {c_from} to {'open end' if c_to is None else c_to}"
-                                               ": unbind it first, or choose a later start")
-            binding = conn.execute(INSERT_BINDING, (device, user, start_ms, end_ms, patient,
-                                                    _now_ms() if now_ms is None else now_ms)).lastrowid
+                                               f"{other!r} from {format_ms(c_from)} to "
+                                               f"{'open end' if c_to is None else format_ms(c_to)}: unbind it "
+                                               "first, or choose a later start", device_id)
+            binding = conn.execute(INSERT_BINDING, (device, user, start_ms, end_ms, patient, now_ms)).lastrowid
+            self._audit(conn, now_ms, actor, "bind", device_id,
+                        {"patient": patient_id, "user": user, "from": start_ms, "to": end_ms})
             self._bump_registry(conn)
         return binding
 
-    def unbind(self, device_id: str, end_ms: int, *, user: int | None = None) -> None:
-        """End the binding of the device (and slot) that holds ``end_ms``, at ``end_ms``."""
+    def unbind(self, device_id: str, end_ms: int, *, user: int | None = None, actor: str = CLI_ACTOR) -> str:
+        """End the binding of the device (and slot; None = the any-slot binding) that holds
+        ``end_ms``, at ``end_ms``: readings measured from then on are no longer its
+        patient's. Returns that patient's id; RegistryError UNKNOWN if no binding holds
+        ``end_ms`` (one that starts exactly then is not ended: it never held the device)."""
         with self._write() as conn:
-            device = self._device_idx(conn, device_id)
+            device = self._device_row(conn, device_id)[0]
             found = conn.execute(OPEN_BINDING_AT, (device, user, end_ms, end_ms)).fetchone()
             if found is None:
-                raise RegistryError("UNKNOWN", f"device {device_id!r} has no binding at {end_ms} to end")
+                slot = "" if user is None else f" user slot {user}"
+                raise RegistryError("UNKNOWN", f"device {device_id!r}{slot} has no binding that holds "
+                                               f"{format_ms(end_ms)} (see pmpgw devices show {device_id})", end_ms)
             conn.execute(CLOSE_BINDING, (end_ms, found[0]))
+            self._audit(conn, _now_ms(), actor, "unbind", device_id, {"patient": found[1], "user": user, "at": end_ms})
             self._bump_registry(conn)
+        return found[1]
 
     @staticmethod
-    def _device_idx(conn: sqlite3.Connection, device_id: str) -> int:
-        row = conn.execute(DEVICE_IDX, (device_id,)).fetchone()
+    def _device_row(conn: sqlite3.Connection, device_id: str) -> tuple[int, str, int | None, int]:
+        """(idx, kind, retired, created) of a registered device; RegistryError UNKNOWN."""
+        row = conn.execute(DEVICE_ROW, (device_id,)).fetchone()
         if row is None:
-            raise RegistryError("UNKNOWN", f"device {device_id!r} is not registered: add it first")
-        return row[0]
+            raise RegistryError("UNKNOWN", f"device {device_id!r} is not registered: add it first", device_id)
+        return row
 
     @staticmethod
     def _patient_idx(conn: sqlite3.Connection, patient_id: str) -> int:
         row = conn.execute(PATIENT_IDX, (patient_id,)).fetchone()
         if row is None:
-            raise RegistryError("UNKNOWN", f"patient {patient_id!r} is not registered: add it first")
+            raise RegistryError("UNKNOWN", f"patient {patient_id!r} is not registered: add it first", patient_id)
         return row[0]
 
     def device_index(self) -> dict[str, int]:
@@ -860,11 +1189,15 @@ class Store:
         with self._write() as conn:
             row = conn.execute(SELECT_ALERT_STATE, (alert_id,)).fetchone()
             if row is None:
-                raise RegistryError("UNKNOWN", f"alert {alert_id} does not exist")
-            if row[0] not in ALERT_TRANSITIONS[state]:
-                raise RegistryError("STATE", f"alert {alert_id} is {row[0]}; it cannot become {state}")
+                raise RegistryError("UNKNOWN", f"alert {alert_id} does not exist", alert_id)
             if by != GATEWAY_ACTOR and not conn.execute(SELECT_STAFF, (by,)).fetchone():
-                raise RegistryError("UNKNOWN", f"staff member {by!r} is not registered")
+                raise RegistryError("UNKNOWN", f"staff member {by!r} is not registered: add them first", by)
+            current = row[0]
+            if current not in ALERT_TRANSITIONS[state]:
+                last = conn.execute(SELECT_LAST_ALERT_EVENT, (alert_id, current)).fetchone()
+                since = f" (by {last[1]} at {format_ms(last[0])})" if last else ""
+                raise RegistryError("STATE", f"alert {alert_id} is already {current}{since}; it cannot become "
+                                             f"{state}", current)
             conn.execute(SET_ALERT_STATE, (state, at_ms, alert_id))
             conn.execute(INSERT_ALERT_EVENT, (alert_id, at_ms, by, state, note))
 
@@ -875,6 +1208,62 @@ class Store:
     def resolve_alert(self, alert_id: int, *, by: str, at_ms: int, note: str | None = None) -> None:
         """open or acknowledged -> resolved; a later alert of the rule opens a new one."""
         self._transition(alert_id, "resolved", by, at_ms, note)
+
+    def escalate_alerts(self, now_ms: int) -> list[dict]:
+        """Escalate every open emergency due at ``now_ms`` (ms UTC; ``gateway.escalation``),
+        in one transaction: escalated + 1, escalated_at = now, an 'escalated' event by the
+        gateway. Returns the alert JSON of each (with its new ``escalated``), to publish
+        again. Idempotent: a second call at the same time escalates nothing."""
+        with self._write() as conn:
+            pending = [Pending(*row) for row in conn.execute(SELECT_ESCALATION_CANDIDATES,
+                                                             (ESCALATED_STATE, ESCALATED_SEVERITY))]
+            due = escalations_due(pending, now_ms)
+            for alert_id, n in due:
+                conn.execute(ESCALATE_ALERT, (n, now_ms, now_ms, alert_id))
+                conn.execute(INSERT_ALERT_EVENT, (alert_id, now_ms, GATEWAY_ACTOR, "escalated",
+                                                  f"escalation {n}: not acknowledged"))
+            return [self._alert_json(conn, alert_id) for alert_id, _ in due]
+
+    def alert(self, alert_id: int) -> dict:
+        """One alert (as in ``alerts``) with its full history under ``events`` (as in
+        ``alert_events``); RegistryError UNKNOWN if there is none of that id."""
+        row = self._read(SELECT_ALERT, (alert_id,))
+        if not row:
+            raise RegistryError("UNKNOWN", f"alert {alert_id} does not exist", alert_id)
+        return {**self._alert_dict(self._conn, row[0]), "events": self.alert_events(alert_id)}
+
+    def alerts(self, *, patient: str | None = None, state: str | None = None, severity: str | None = None,
+               role: str | None = None, staff: str | None = None, limit: int = 10_000) -> list[dict]:
+        """Alerts (DESIGN.md alert JSON plus escalated, escalated_at, occurrences), each
+        filter optional.
+
+        Without ``role`` or ``staff``: every alert, oldest first. With either, a work queue:
+        not-resolved alerts (unless ``state`` is given), most severe first, then oldest
+        first. ``role`` (one of QUEUE_ROLES): alerts whose route holds it. ``staff``: the
+        queue of a registered staff member, by their role (which replaces ``role``): the
+        alerts routed to it of the patients they are physician / nurse / personal
+        administrator of (a device administrator: every alert routed to device_admin);
+        RegistryError UNKNOWN for an unregistered staff id, INVALID for a role (given, or
+        the staff member's) without a queue (head, monitoring_admin).
+        """
+        columns: dict[str, str | None] = {column: None for column in QUEUE_PATIENT_COLUMN.values() if column}
+        if staff is not None:
+            row = self._read(SELECT_STAFF_ROLE, (staff,))
+            if not row:
+                raise RegistryError("UNKNOWN", f"staff member {staff!r} is not registered", staff)
+            role = row[0][0]
+            if role not in QUEUE_PATIENT_COLUMN:
+                raise RegistryError("INVALID", f"staff member {staff!r} is {role}, a role without an alert "
+                                               f"queue (queues: {', '.join(QUEUE_ROLES)})", role)
+            if QUEUE_PATIENT_COLUMN[role] is not None:
+                columns[QUEUE_PATIENT_COLUMN[role]] = staff
+        elif role is not None and role not in QUEUE_PATIENT_COLUMN:
+            raise RegistryError("INVALID", f"role {role!r} has no alert queue: use one of {', '.join(QUEUE_ROLES)}",
+                                role)
+        rows = self._read(SELECT_ALERTS, {
+            "patient": patient, "state": state, "severity": severity, "role": role, **columns,
+            "queue": role is not None, "severity_order": f",{','.join(SEVERITY_RANK)},", "limit": limit})
+        return [self._alert_dict(self._conn, row) for row in rows]
 
     # -- queries ------------------------------------------------------------------------
 
@@ -902,13 +1291,6 @@ class Store:
                 "meal": MEALS.get(meal), "battery": None if battery != battery else battery})
         return out
 
-    def alerts(self, *, patient: str | None = None, state: str | None = None, severity: str | None = None,
-               limit: int = 10_000) -> list[dict]:
-        """Alerts (DESIGN.md alert JSON plus escalated and occurrences), oldest first."""
-        rows = self._read(SELECT_ALERTS, {"id": None, "patient": patient, "state": state, "severity": severity,
-                                          "limit": limit})
-        return [self._alert_dict(self._conn, row) for row in rows]
-
     def alert_events(self, alert_id: int) -> list[dict]:
         """History of one alert: dicts with at, actor, action, note, oldest first."""
         return [dict(zip(("at", "actor", "action", "note"), row))
@@ -919,10 +1301,13 @@ class Store:
         counts = dict(self._read(COUNT_OPEN_ALERTS))
         return {s: counts[s] for s in sorted(counts, key=SEVERITY_RANK.__getitem__)}
 
-    def quarantine(self, *, device: str | None = None, reason: str | None = None, limit: int = 10_000) -> list[dict]:
+    def quarantine(self, *, device: str | None = None, reason: str | None = None, pending: bool = False,
+                   limit: int = 10_000) -> list[dict]:
         """Quarantined rows, oldest first: dicts with id, device (None if unknown), reason,
-        detail, type, seq, t, rx, element, replayed, topic and payload (raw bytes)."""
-        rows = self._read(SELECT_QUARANTINE, {"device": device, "reason": reason, "limit": limit})
+        detail, type, seq, t, rx, element, replayed (ms UTC of the replay that stored the
+        reading, None while it waits), topic and payload (raw bytes). ``pending``: only
+        rows not replayed."""
+        rows = self._read(SELECT_QUARANTINE, {"device": device, "reason": reason, "pending": pending, "limit": limit})
         return [dict(zip(SELECT_QUARANTINE_KEYS, row)) for row in rows]
 
     def counters(self) -> dict:
@@ -961,7 +1346,386 @@ class Store:
         """Bytes on disk: the database file and its WAL."""
         return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
 
+    # -- quarantine replay --------------------------------------------------------------
+    #
+    # ``gateway.replay`` re-ingests quarantined rows through ``Ingest`` and commits them with
+    # ``commit_batch(replayed=...)``; a gateway that runs takes the CLI's requests from
+    # ``replay_requests``. Actors: a registered staff id, CLI_ACTOR or GATEWAY_ACTOR.
+
+    def replay_candidates(self, *, device: str | None, reason: str | None, after_id: int,
+                          limit: int) -> list[dict]:
+        """Quarantine rows a replay takes next: not replayed, with a raw payload, id >
+        ``after_id``, in id order, at most ``limit``; dicts with id, payload (its id),
+        element, reason, t, seq. RegistryError UNKNOWN for an unregistered ``device``."""
+        device_idx = None if device is None else self._device_row(self._conn, device)[0]
+        rows = self._read(SELECT_REPLAY_CANDIDATES, {"device": device_idx, "reason": reason, "after": after_id,
+                                                     "limit": limit})
+        return [dict(zip(SELECT_REPLAY_CANDIDATE_KEYS, row)) for row in rows]
+
+    def quarantine_payload(self, payload_id: int) -> tuple[str | None, int, bytes]:
+        """(topic, rx ms UTC, octets) of a quarantined message, as it arrived."""
+        return self._read(SELECT_PAYLOAD, (payload_id,))[0]
+
+    def _settle_replayed(self, conn: sqlite3.Connection, replayed: np.ndarray, reason: np.ndarray, now_ms: int,
+                         details: Mapping[int, str]) -> tuple[dict[str, int], list[tuple[str, int]]]:
+        """Settle the quarantine rows a replayed batch re-ingested (``replayed[row]`` is the
+        quarantine id of a row; ``reason`` the rows' reasons after the store's dedup).
+
+        A row stored now (OK) or found already stored (DUPLICATE, e.g. after a re-send)
+        gets ``replayed`` = now_ms; any other row stays in quarantine, with the reason and
+        detail the replay found. Returns the still-quarantined counts by reason and the
+        counter moves: each row leaves ``quarantined.<old reason>`` for ``stored``,
+        ``duplicate`` or ``quarantined.<new reason>`` (``received`` is unchanged).
+        """
+        moves: dict[str, int] = {}
+        quarantined: dict[str, int] = {}
+        settled, still = [], []
+        for row, (quarantine_id, code) in enumerate(zip(replayed.tolist(), reason.tolist())):
+            (old,) = conn.execute(SELECT_QUARANTINE_REASON, (quarantine_id,)).fetchone()
+            moves[f"quarantined.{old}"] = moves.get(f"quarantined.{old}", 0) - 1
+            if code in (Reason.OK, Reason.DUPLICATE):
+                settled.append((now_ms, quarantine_id))
+                counter = "stored" if code == Reason.OK else "duplicate"
+            else:
+                name = Reason(code).name
+                still.append((name, details.get(row, REASON_DETAILS.get(Reason(code))), quarantine_id))
+                quarantined[name] = quarantined.get(name, 0) + 1
+                counter = f"quarantined.{name}"
+            moves[counter] = moves.get(counter, 0) + 1
+        conn.executemany(SET_QUARANTINE_REPLAYED, settled)
+        conn.executemany(SET_QUARANTINE_REASON, still)
+        return quarantined, [(key, n) for key, n in moves.items() if n]
+
+    def _check_actor(self, conn: sqlite3.Connection, actor: str) -> None:
+        if actor not in (CLI_ACTOR, GATEWAY_ACTOR) and not conn.execute(SELECT_STAFF, (actor,)).fetchone():
+            raise RegistryError("UNKNOWN", f"staff member {actor!r} is not registered: add them first", actor)
+
+    def start_audit(self, actor: str, action: str, subject: str | None, detail: Mapping, *, at_ms: int) -> int:
+        """Record an action that is starting (e.g. 'quarantine.replay') in ``audit``; return
+        its id, for ``finish_audit``. RegistryError UNKNOWN if ``actor`` is neither a staff
+        id, CLI_ACTOR nor GATEWAY_ACTOR."""
+        with self._write() as conn:
+            self._check_actor(conn, actor)
+            return conn.execute(INSERT_AUDIT, (at_ms, actor, action, subject,
+                                               json.dumps(detail, separators=(",", ":")))).lastrowid
+
+    def finish_audit(self, audit_id: int, detail: Mapping) -> None:
+        """Replace the detail of an audit row by its final form (the action's outcome)."""
+        with self._write() as conn:
+            conn.execute(SET_AUDIT_DETAIL, (json.dumps(detail, separators=(",", ":")), audit_id))
+
+    def audit(self, *, action: str | None = None, limit: int = 10_000) -> list[dict]:
+        """Audit rows, newest first, of one action or all: dicts with id, at (ms UTC), actor,
+        action, subject and detail (a dict)."""
+        rows = self._read(SELECT_AUDIT, {"action": action, "limit": limit})
+        return [{**dict(zip(AUDIT_KEYS, row)), "detail": json.loads(row[-1] or "null")} for row in rows]
+
+    def request_replay(self, *, actor: str, device: str | None, reason: str | None, shift_ms: int,
+                       now_ms: int) -> int:
+        """Queue a replay for the running gateway's writer (``replay_requests``); return its
+        id. RegistryError UNKNOWN for an unregistered actor or device."""
+        with self._write() as conn:
+            self._check_actor(conn, actor)
+            if device is not None:
+                self._device_row(conn, device)
+            return conn.execute(INSERT_REPLAY_REQUEST, (now_ms, actor, device, reason, shift_ms)).lastrowid
+
+    def replay_request(self, request_id: int) -> dict:
+        """One replay request: dicts with id, requested, actor, device, reason, shift_ms,
+        done (ms UTC, None while pending) and result (dict, None while pending)."""
+        return self._replay_request_dict(self._read(SELECT_REPLAY_REQUEST, (request_id,))[0])
+
+    def pending_replay_request(self) -> dict | None:
+        """The oldest replay request not run yet (as ``replay_request``), or None."""
+        rows = self._read(SELECT_PENDING_REPLAY_REQUEST)
+        return self._replay_request_dict(rows[0]) if rows else None
+
+    @staticmethod
+    def _replay_request_dict(row: tuple) -> dict:
+        request = dict(zip(REPLAY_REQUEST_KEYS, row))
+        request["result"] = None if request["result"] is None else json.loads(request["result"])
+        return request
+
+    def finish_replay_request(self, request_id: int, result: Mapping, *, now_ms: int) -> None:
+        """Mark a replay request run, with its result (JSON-able)."""
+        with self._write() as conn:
+            conn.execute(FINISH_REPLAY_REQUEST, (now_ms, json.dumps(result), request_id))
+
+    # -- status -------------------------------------------------------------------------
+
+    def open_alerts_summary(self) -> dict[str, dict[str, int]]:
+        """Not-resolved alerts by severity, most severe first: ``{severity: {"n": count,
+        "oldest": raised ms UTC of the oldest}}``, from an index alone."""
+        rows = {severity: {"n": n, "oldest": oldest} for severity, n, oldest in self._read(OPEN_ALERTS_SUMMARY)}
+        return {s: rows[s] for s in sorted(rows, key=SEVERITY_RANK.__getitem__)}
+
+    def silent_devices(self) -> int:
+        """Devices listed as "silent" in not-resolved DEVICE alerts (values
+        ``{"devices": {device id: [problems]}}``)."""
+        return int(self._read(COUNT_SILENT_DEVICES)[0][0])
+
+    # -- sweeps: activity state and MISSED / DEVICE tasks -------------------------------
+    #
+    # ``gateway.activity`` keeps what the sweeps know of each device and patient in arrays;
+    # here it is saved by rows (device_activity, patient_activity). In those arrays int64 min
+    # (``ACTIVITY_NEVER``) and NaN mean "never"; in the tables, NULL. ``gateway.sweeps``
+    # decides the tasks; ``apply_tasks`` writes them.
+
+    def save_activity(self, devices: Mapping[str, np.ndarray], patients: Mapping[str, np.ndarray]) -> int:
+        """Upsert activity rows in one transaction and record the id of the last stored
+        reading they include (every reading stored so far: the writer calls this between
+        batches); return that id.
+
+        ``devices``: "device" (registry idx) and each column of device_activity (last_rx,
+        reset_at int64; battery float64; battery_low bool; rejects, clock_faults uint64 < 2^50;
+        counted); ``patients``: "patient" and last_bp, last_glu, last_cgm (int64), arrays of
+        one length each.
+        """
+        def never(column: np.ndarray) -> list:
+            return _nullable(column, column != ACTIVITY_NEVER)
+
+        with self._write() as conn:
+            conn.executemany(UPSERT_DEVICE_ACTIVITY, zip(
+                devices["device"].tolist(), never(devices["last_rx"]),
+                _nullable(devices["battery"], ~np.isnan(devices["battery"])),
+                devices["battery_low"].astype(int).tolist(), devices["rejects"].astype(np.int64).tolist(),
+                devices["clock_faults"].astype(np.int64).tolist(), devices["counted"].tolist(),
+                never(devices["reset_at"])))
+            conn.executemany(UPSERT_PATIENT_ACTIVITY, zip(
+                patients["patient"].tolist(), never(patients["last_bp"]), never(patients["last_glu"]),
+                never(patients["last_cgm"])))
+            through = int(conn.execute(MAX_READING_ID).fetchone()[0])
+            conn.execute(SET_KV, (ACTIVITY_THROUGH_KEY, through))
+        return through
+
+    def load_activity(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
+        """The saved activity rows, in the form ``save_activity`` takes, and the id of the
+        last stored reading they include (0 when never saved): readings after it are to be
+        replayed (``readings_batch``)."""
+        def ints(values: Sequence) -> np.ndarray:
+            return np.array([ACTIVITY_NEVER if v is None else v for v in values], dtype=np.int64)
+
+        rows = self._read(SELECT_DEVICE_ACTIVITY)
+        device, last_rx, battery, battery_low, rejects, clock_faults, counted, reset_at = (
+            zip(*rows) if rows else ((),) * 8)
+        devices = {"device": ints(device), "last_rx": ints(last_rx),
+                   "battery": np.array([math.nan if v is None else v for v in battery], dtype=np.float64),
+                   "battery_low": np.array(battery_low, dtype=bool),
+                   "rejects": ints(rejects).astype(np.uint64), "clock_faults": ints(clock_faults).astype(np.uint64),
+                   "counted": np.array(counted, dtype=np.uint8), "reset_at": ints(reset_at)}
+        rows = self._read(SELECT_PATIENT_ACTIVITY)
+        columns = zip(*rows) if rows else ((),) * 4
+        patients = dict(zip(("patient", "last_bp", "last_glu", "last_cgm"), map(ints, columns)))
+        through = self._read(GET_KV, (ACTIVITY_THROUGH_KEY,))
+        return devices, patients, int(through[0][0]) if through else 0
+
+    def sweep_registry(self) -> dict:
+        """What the sweeps read of the registry (``gateway.sweeps.Registry.from_rows``):
+        ``patients`` rows (idx, programmes, dispensary, targets JSON, created), ``devices``
+        rows (idx, id, kind, retired or None) and ``bindings`` (BINDING_DTYPE)."""
+        return {"patients": self._read(SWEEP_PATIENTS), "devices": self._read(SWEEP_DEVICES),
+                "bindings": self.bindings().rows}
+
+    def open_tasks(self) -> list[tuple[int, int, str, str, int, dict]]:
+        """Not-resolved sweep tasks (severity task: MISSED, DEVICE): ``(id, patient idx,
+        rule, state, notified ms, values)``."""
+        return [(alert_id, patient, rule, state, notified, json.loads(values))
+                for alert_id, patient, rule, state, notified, values in self._read(SELECT_OPEN_TASKS)]
+
+    def task_resolutions(self, after_ms: int | None = None) -> list[tuple[int, str, int, str]]:
+        """Resolutions of sweep tasks resolved after ``after_ms`` (all when None): ``(patient
+        idx, rule, resolved at ms, actor)``."""
+        return self._read(SELECT_TASK_RESOLUTIONS, (ACTIVITY_NEVER if after_ms is None else after_ms,))
+
+    def apply_tasks(self, raises: Sequence[AlertIn], resolves: Sequence[tuple[int, str]], now_ms: int) -> list[dict]:
+        """What a sweep decided, in one transaction: raise ``raises`` (as ``commit_batch``
+        raises alerts: an open one of the same patient and rule is updated, re-notified
+        after COOLDOWN_MS) and resolve each ``(alert id, note)`` of ``resolves`` that is not
+        resolved yet, by the gateway (an alert_events row with the note). Returns the alert
+        JSON of each alert raised or re-notified, to publish (resolutions are not)."""
+        with self._write() as conn:
+            for alert_id, note in resolves:
+                if conn.execute(RESOLVE_TASK, (now_ms, alert_id)).rowcount:
+                    conn.execute(INSERT_ALERT_EVENT, (alert_id, now_ms, GATEWAY_ACTOR, "resolved", note))
+            notify = [alert_id for alert_id, notified in (self._raise_alert(conn, alert, [], now_ms)
+                                                          for alert in raises) if notified]
+            return [self._alert_json(conn, alert_id) for alert_id in notify]
+
+
+    # -- reports ------------------------------------------------------------------------
+
+    def report_patient(self, patient_id: str) -> dict:
+        """A patient's registry facts for a report: id, programmes (list), dispensary (bool),
+        tz (IANA name), targets (dict), and physician, nurse, personal_admin as
+        ``{"id", "name"}`` (None when not assigned). RegistryError UNKNOWN if unregistered."""
+        rows = self._read(REPORT_PATIENT, (patient_id,))
+        if not rows:
+            raise RegistryError("UNKNOWN", f"patient {patient_id!r} is not registered: add it first", patient_id)
+        _, pid, programmes, dispensary, tz, targets, *staff = rows[0]
+        people = {role: None if staff_id is None else {"id": staff_id, "name": name}
+                  for role, staff_id, name in zip(("physician", "nurse", "personal_admin"), staff[0::2], staff[1::2])}
+        return {"id": pid, "programmes": programmes.split(","), "dispensary": bool(dispensary), "tz": tz,
+                "targets": json.loads(targets), **people}
+
+    def report_readings(self, patient_id: str, since: int, until: int) -> ReadingColumns:
+        """The patient's stored bp, glu and cgm readings measured in [since, until) (ms UTC),
+        as columns ordered by (t, id). RegistryError UNKNOWN for an unregistered patient."""
+        patient = self._patient_idx(self._conn, patient_id)
+        devices = sorted(self._read(REPORT_DEVICES, (patient,)))
+        rows = self._read(REPORT_READINGS, {"patient": patient, "since": since, "until": until})
+        table = np.array(rows, dtype=_REPORT_ROW_DTYPE)
+        table = table[np.lexsort((table["id"], table["t"]))]
+        kind = np.zeros(len(table), dtype=np.uint8)
+        for name in ("bp", "glu", "cgm"):
+            kind[table["type"] == name] = TYPE_KINDS[name]
+        device_idx = np.array([idx for idx, _ in devices], dtype=np.int64)
+        return ReadingColumns(
+            id=table["id"], t=table["t"], kind=kind, sys=table["sys"], dia=table["dia"], pul=table["pul"],
+            glu=table["glu"], flags=table["flags"],
+            device=np.searchsorted(device_idx, table["device"]).astype(np.int32),
+            device_ids=tuple(device_id for _, device_id in devices))
+
+    def report_bindings(self, patient_id: str, since: int, until: int) -> list[dict]:
+        """The patient's bindings in force during part of [since, until) (ms UTC), by device
+        then start: dicts with device, kind, retired (ms or None), user (slot or None),
+        valid_from, valid_to (None = open)."""
+        patient = self._patient_idx(self._conn, patient_id)
+        keys = ("device", "kind", "retired", "user", "valid_from", "valid_to")
+        return [dict(zip(keys, row)) for row in
+                self._read(REPORT_BINDINGS, {"patient": patient, "since": since, "until": until})]
+
+    def report_alerts(self, patient_id: str, since: int, until: int) -> list[dict]:
+        """The patient's alerts raised, or measured, in [since, until) (ms UTC), oldest first:
+        dicts with id, rule, severity, t, raised, late, state, escalated, escalated_at,
+        occurrences and events (the history, oldest first: at, actor, name (staff member's
+        name, None for the gateway), action, note)."""
+        patient = self._patient_idx(self._conn, patient_id)
+        alerts: dict[int, dict] = {}
+        for (alert_id, rule, severity, t, raised, late, state, escalated, escalated_at, occurrences,
+             at, actor, name, action, note) in self._read(REPORT_ALERTS, {"patient": patient, "since": since,
+                                                                         "until": until}):
+            alert = alerts.setdefault(alert_id, {
+                "id": alert_id, "rule": rule, "severity": severity, "t": t, "raised": raised, "late": bool(late),
+                "state": state, "escalated": escalated, "escalated_at": escalated_at, "occurrences": occurrences,
+                "events": []})
+            if at is not None:
+                alert["events"].append({"at": at, "actor": actor, "name": name, "action": action, "note": note})
+        return list(alerts.values())
+
+    def save_protocol(self, patient_id: str, period_from: int, period_to: int, content: Mapping, *,
+                      issued_ms: int, issued_by: str | None = None) -> int:
+        """Record a final protocol of [period_from, period_to) (ms UTC) issued at ``issued_ms``
+        by staff member ``issued_by`` (None: not named); ``content`` its JSON. Returns its id.
+        RegistryError UNKNOWN for an unregistered patient or staff member."""
+        with self._write() as conn:
+            patient = self._patient_idx(conn, patient_id)
+            if issued_by is not None and not conn.execute(SELECT_STAFF, (issued_by,)).fetchone():
+                raise RegistryError("UNKNOWN", f"staff member {issued_by!r} is not registered", issued_by)
+            return conn.execute(INSERT_PROTOCOL, (patient, period_from, period_to, issued_ms, issued_by,
+                                                  json.dumps(content, separators=(",", ":")))).lastrowid
+
+    def coverage_counts(self, as_of: int, since: int, *, limit: int = 10_000) -> dict:
+        """The programme indicator's counts at ``as_of`` (ms UTC), SQL aggregates.
+
+        The cohort: patients under dispensary observation in AH, DM1 or DM2 registered by
+        ``as_of``; covered: a final protocol issued in [since, as_of); without a device: no
+        measuring device (not a hub, not retired) bound at ``as_of``. Returns ``{"groups":
+        [{"physician", "personal_admin", "programmes" (list), "patients", "covered",
+        "without_device"}], "staff": [{"id", "name", "role"}] (physicians and personal
+        administrators), "without_device": [{"id", "physician", "personal_admin"}] (at most
+        ``limit``, by personal administrator then id)}``.
+        """
+        params = {"as_of": as_of, "since": since, "limit": limit}
+        groups = [{"physician": physician, "personal_admin": admin, "programmes": programmes.split(","),
+                   "patients": patients, "covered": covered, "without_device": without}
+                  for physician, admin, programmes, patients, covered, without in self._read(COVERAGE_GROUPS, params)]
+        staff = [dict(zip(("id", "name", "role"), row)) for row in self._read(COVERAGE_STAFF)]
+        missing = [dict(zip(("id", "physician", "personal_admin"), row)) for row in self._read(COVERAGE_NO_DEVICE, params)]
+        return {"groups": groups, "staff": staff, "without_device": missing}
+
 
 def _check_id(value: str, what: str) -> None:
     if not isinstance(value, str) or not _ID.fullmatch(value):
-        raise RegistryError("INVALID", f"{what} {value!r}: use 1-64 characters of [A-Za-z0-9_.-]")
+        raise RegistryError("INVALID", f"{what} {value!r}: use 1-64 characters of [A-Za-z0-9_.-]", value)
+
+
+def _utc_offset_min(tz: str, at_ms: int) -> int | None:
+    """The UTC offset (minutes) of IANA zone ``tz`` at ``at_ms``; None for an unknown zone."""
+    try:
+        zone = zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        return None
+    offset = datetime.datetime.fromtimestamp(at_ms / 1000, zone).utcoffset()
+    return int(offset.total_seconds() // 60) if offset is not None else 0
+
+
+def _positive_number(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and value > 0)
+
+
+def _checked_targets(targets: Mapping) -> dict:
+    """A copy of a targets JSON (``Store.add_patients``); RegistryError INVALID for a name
+    that is neither a THRESHOLDS name nor ``plan``, or a value that is not a positive number."""
+    if not isinstance(targets, Mapping):
+        raise RegistryError("INVALID", f"targets {targets!r} are not an object of name -> value", targets)
+    checked: dict = {}
+    for name, value in targets.items():
+        if name == "plan":
+            if not isinstance(value, Mapping) or not value:
+                raise RegistryError("INVALID", f"plan {value!r}: give {{metric: days}} with metrics of "
+                                               f"{', '.join(PLAN_METRICS)}", value)
+            for metric, days in value.items():
+                if metric not in PLAN_METRICS:
+                    raise RegistryError("INVALID", f"plan metric {metric!r} is not one of {', '.join(PLAN_METRICS)}",
+                                        metric)
+                if not _positive_number(days) or days > MAX_PLAN_DAYS:
+                    raise RegistryError("INVALID", f"plan days of {metric} {days!r}: give a number of days above 0, "
+                                                   f"up to {MAX_PLAN_DAYS}", days)
+            checked["plan"] = dict(value)
+        elif name in THRESHOLDS:
+            if not _positive_number(value):
+                raise RegistryError("INVALID", f"target {name} {value!r} is not a positive number", value)
+            checked[name] = value
+        else:
+            raise RegistryError("INVALID", f"target {name!r} is neither 'plan' nor a threshold of "
+                                           f"core.rules.THRESHOLDS ({', '.join(THRESHOLDS)})", name)
+    return checked
+
+
+def _patient_row(patient: PatientIn, idx: int, now_ms: int, known: set[str], staff: set[str],
+                 offsets: dict[str, int | None]) -> tuple:
+    """INSERT_PATIENT parameters of one patient (``Store.add_patients``), or RegistryError
+    with its first problem. ``known`` ids registered, ``staff`` staff ids, ``offsets`` the
+    UTC offset of each zone seen so far (filled in here)."""
+    patient_id = patient["id"]
+    _check_id(patient_id, "patient id")
+    if patient_id in known:
+        raise RegistryError("EXISTS", f"patient {patient_id!r} already exists", patient_id)
+    programmes = tuple(patient.get("programmes", ("AH",)))
+    if not programmes or any(p not in PROGRAMMES for p in programmes) or len(set(programmes)) < len(programmes):
+        raise RegistryError("INVALID", f"programmes {','.join(map(str, programmes))!r}: give one or more of "
+                                       f"{', '.join(PROGRAMMES)}, each once", ",".join(map(str, programmes)))
+    tz = patient.get("tz", "UTC")
+    if tz not in offsets:
+        offsets[tz] = _utc_offset_min(tz, now_ms)
+    if offsets[tz] is None:
+        raise RegistryError("INVALID", f"time zone {tz!r} is unknown: use an IANA name such as Europe/Moscow", tz)
+    for role in _STAFF_FIELDS:
+        staff_id = patient.get(role)
+        if staff_id is not None and staff_id not in staff:
+            raise RegistryError("UNKNOWN", f"{role} {staff_id!r} is not registered: add the staff member first "
+                                           "(pmpgw staff add)", staff_id)
+    targets = _checked_targets(patient.get("targets") or {})
+    return (patient_id, idx, ",".join(programmes), bool(patient.get("dispensary", True)), tz, offsets[tz],
+            patient.get("physician"), patient.get("nurse"), patient.get("personal_admin"),
+            json.dumps(targets, separators=(",", ":")), now_ms)
+
+
+def _patient_dict(row: tuple) -> dict:
+    """A patient dict (``Store.patients``) of a SELECT_PATIENT(S) row (idx first)."""
+    patient = dict(zip(PATIENT_KEYS, row[1:]))
+    patient["programmes"] = patient["programmes"].split(",")
+    patient["dispensary"] = bool(patient["dispensary"])
+    patient["targets"] = json.loads(patient["targets"])
+    return patient

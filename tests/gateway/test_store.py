@@ -349,6 +349,98 @@ def test_alert_of_a_redelivered_reading_is_dropped(store):
     assert [e["action"] for e in store.alert_events(1)] == ["raised"]
 
 
+def glucose_alert(rule, rows, glu):
+    return {"patient": 0, "rule": rule, "t": NOW - 60_000, "late": False, "values": {"glu": glu}, "rows": rows}
+
+
+def test_a_cooldown_never_hides_a_more_severe_rule(store):
+    """GLU_LOW_L1 open and in its cooldown; a reading below 3.0 raises GLU_LOW_L2 at once."""
+    registry(store, 1)
+    first = store.commit_batch(reading(Kind.GLU, (3.5,), seq=1), now_ms=NOW,
+                               alerts=[glucose_alert("GLU_LOW_L1", [0], 3.5)])
+    again = store.commit_batch(reading(Kind.GLU, (3.6,), seq=2), now_ms=NOW + HOUR,
+                               alerts=[glucose_alert("GLU_LOW_L1", [0], 3.6)])
+    assert [a["rule"] for a in first.alerts] == ["GLU_LOW_L1"] and again.alerts == []
+    severe = store.commit_batch(reading(Kind.GLU, (2.8,), seq=3), now_ms=NOW + HOUR + 1,
+                                alerts=[glucose_alert("GLU_LOW_L2", [0], 2.8)])
+    [alert] = severe.alerts
+    assert (alert["rule"], alert["severity"], alert["route"], alert["readings"]) == (
+        "GLU_LOW_L2", "emergency", ["physician", "nurse"], [3])
+    assert {a["rule"]: a["state"] for a in store.alerts()} == {"GLU_LOW_L1": "open", "GLU_LOW_L2": "open"}
+
+
+def raise_alert(store, patient, rule, at_ms):
+    """Raise ``rule`` for patient index ``patient`` at ``at_ms`` as a sweep would (no reading)."""
+    [alert] = store.commit_batch(core.empty_batch(0), now_ms=at_ms, alerts=[
+        {"patient": patient, "rule": rule, "t": at_ms, "late": False, "values": {}}]).alerts
+    return alert["id"]
+
+
+def test_work_queues_by_role_and_by_staff_member(store):
+    for staff_id, role in (("doc0", "physician"), ("doc1", "physician"), ("nurse1", "nurse"),
+                           ("pa1", "personal_admin"), ("dev1", "device_admin"), ("head1", "head")):
+        store.add_staff(staff_id, staff_id.upper(), role)
+    store.add_patient("P0", physician="doc0", nurse="nurse1", personal_admin="pa1")
+    store.add_patient("P1", physician="doc1", nurse="nurse1")
+    low = raise_alert(store, 0, "BP_LOW", NOW)
+    hypo = raise_alert(store, 1, "GLU_LOW_L2", NOW + 1)
+    missed = raise_alert(store, 0, "MISSED", NOW + 2)
+    crisis = raise_alert(store, 0, "BP_CRISIS", NOW + 3)
+    device = raise_alert(store, 1, "DEVICE", NOW + 4)
+
+    def ids(**query):
+        return [a["id"] for a in store.alerts(**query)]
+
+    assert ids() == [low, hypo, missed, crisis, device]  # a plain list: oldest first
+    assert ids(role="physician") == [hypo, crisis, low]  # most severe first, then oldest
+    assert ids(role="nurse") == [hypo, crisis]
+    assert ids(staff="doc0") == [crisis, low]
+    assert ids(staff="nurse1") == [hypo, crisis]
+    assert ids(staff="pa1") == [missed]
+    assert ids(staff="dev1") == [device]  # every device alert, whoever the patient
+    assert ids(staff="doc0", severity="urgent") == [low]
+    assert ids(role="physician", patient="P1") == [hypo]
+    store.add_staff("nurse2", "N2", "nurse")
+    store.resolve_alert(crisis, by="nurse2", at_ms=NOW + 5)
+    assert ids(staff="doc0") == [low]  # a queue leaves resolved alerts out ...
+    assert ids(staff="doc0", state="resolved") == [crisis]  # ... unless asked for them
+    assert ids(state="open") == [low, hypo, missed, device]
+    with pytest.raises(RegistryError, match="head, a role without an alert queue") as info:
+        store.alerts(staff="head1")
+    assert info.value.reason == "INVALID"
+    with pytest.raises(RegistryError, match="'nobody' is not registered") as info:
+        store.alerts(staff="nobody")
+    assert info.value.reason == "UNKNOWN"
+
+
+def test_lifecycle_errors_say_why_and_the_history_says_who_and_when(store):
+    registry(store, 1)
+    store.add_staff("nurse1", "N", "nurse")
+    alert_id = raise_alert(store, 0, "BP_CRISIS", NOW)
+    with pytest.raises(RegistryError, match="staff member 'ghost' is not registered") as info:
+        store.acknowledge_alert(alert_id, by="ghost", at_ms=NOW + 1)
+    assert (info.value.reason, info.value.value) == ("UNKNOWN", "ghost")
+    with pytest.raises(RegistryError, match="alert 99 does not exist") as info:
+        store.resolve_alert(99, by="nurse1", at_ms=NOW + 1)
+    assert info.value.reason == "UNKNOWN"
+    store.acknowledge_alert(alert_id, by="nurse1", at_ms=NOW + 60_000, note="calling the patient")
+    with pytest.raises(RegistryError, match=r"already acknowledged \(by nurse1 at 2025-11-25T12:01:00Z\)") as info:
+        store.acknowledge_alert(alert_id, by="nurse1", at_ms=NOW + 2)
+    assert info.value.reason == "STATE"
+    store.resolve_alert(alert_id, by="nurse1", at_ms=NOW + 120_000)
+    with pytest.raises(RegistryError, match="already resolved .*cannot become resolved") as info:
+        store.resolve_alert(alert_id, by="nurse1", at_ms=NOW + 3)
+    assert info.value.reason == "STATE"
+    shown = store.alert(alert_id)
+    assert (shown["state"], shown["escalated"], shown["escalated_at"]) == ("resolved", 0, None)
+    assert shown["events"] == [
+        {"at": NOW, "actor": "gateway", "action": "raised", "note": None},
+        {"at": NOW + 60_000, "actor": "nurse1", "action": "acknowledged", "note": "calling the patient"},
+        {"at": NOW + 120_000, "actor": "nurse1", "action": "resolved", "note": None}]
+    with pytest.raises(RegistryError, match="alert 99 does not exist"):
+        store.alert(99)
+
+
 def test_window_arrays_round_trip_and_replay(store):
     fleet = make_fleet(3_000, 20)
     for i in range(fleet.n_patients):
@@ -438,3 +530,168 @@ def test_quarantine_keeps_one_payload_per_message_and_details(store):
 
 def test_db_bytes_counts_the_file_and_its_wal(store):
     assert store.db_bytes() > 0
+
+
+# -- registry ---------------------------------------------------------------------------
+
+
+def audit_actions(store):
+    conn = sqlite3.connect(store.path)
+    rows = conn.execute("SELECT actor, action, subject FROM audit ORDER BY id").fetchall()
+    conn.close()
+    return rows
+
+
+def test_migration_3_admits_unknown_devices_and_keeps_devices_and_bindings(tmp_path):
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    for statement in MIGRATIONS[0][2]:
+        conn.execute(statement)
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                 "applied INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_migrations VALUES (1, 'v1', 0)")
+    conn.execute("INSERT INTO devices VALUES ('D0', 0, 'bp', 5, 1)")
+    conn.execute("INSERT INTO patients (id, idx, programmes, tz, utc_offset_min, created) "
+                 "VALUES ('P0', 0, 'AH', 'UTC', 0, 0)")
+    conn.execute("INSERT INTO bindings VALUES (7, 0, 2, 10, 20, 0, 3)")
+    conn.commit()
+    conn.close()
+    with Store.open(path) as store:
+        assert store.device("D0", at_ms=15) == {
+            "id": "D0", "kind": "bp", "created": 1, "retired": 5, "patients": ["P0"],
+            "bindings": [{"patient": "P0", "user": 2, "from": 10, "to": 20, "current": True}]}
+        assert store.add_device("new-1", "unknown") == 1  # what the gateway does on first sight
+        assert store.add_device("new-1", "glu") == 1  # a device administrator sets its kind
+        with pytest.raises(RegistryError, match="already exists") as info:
+            store.add_device("new-1", "cgm")
+        assert info.value.reason == "EXISTS"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA foreign_keys = ON")
+    assert conn.execute("SELECT id FROM bindings").fetchall() == [(7,)]
+    with pytest.raises(sqlite3.IntegrityError):  # bindings still reference devices
+        conn.execute("INSERT INTO bindings (device, valid_from, patient, created) VALUES (9, 0, 0, 0)")
+    conn.close()
+
+
+def test_add_patients_is_all_or_nothing_and_rejects_each_bad_patient(store):
+    store.add_staff("doc", "Dr A", "physician")
+    store.add_patient("P0", now_ms=NOW)
+    gateway = Store.open(store.path)  # sees the registry version move when another connection commits
+    version = gateway.registry_version()
+    patients = [
+        {"id": "A", "programmes": ("AH", "DM2"), "physician": "doc", "tz": "Asia/Omsk",
+         "targets": {"home_sys": 130, "home_dia": 80, "plan": {"bp": 1}}},
+        {"id": "P0"},
+        {"id": "B", "programmes": ("AH", "XX")},
+        {"id": "C", "nurse": "nobody"},
+        {"id": "D", "tz": "Mars/Olympus"},
+        {"id": "E", "targets": {"home_sys": -1}},
+        {"id": "F", "targets": {"plan": {"steps": 1}}},
+        {"id": "G", "targets": {"colour": "red"}},
+        {"id": "A"},
+        {"id": "bad id"},
+        {"id": "H", "programmes": ("DM1",)},
+    ]
+    result = store.add_patients(patients, now_ms=NOW)
+    assert (result.valid, result.added) == (2, 0)
+    assert [(r.index, r.reason, r.value) for r in result.rejected] == [
+        (1, "EXISTS", "P0"), (2, "INVALID", "AH,XX"), (3, "UNKNOWN", "nobody"), (4, "INVALID", "Mars/Olympus"),
+        (5, "INVALID", -1), (6, "INVALID", "steps"), (7, "INVALID", "colour"), (8, "EXISTS", "A"),
+        (9, "INVALID", "bad id")]
+    assert store.patient_index() == {"P0": 0} and gateway.registry_version() == version
+    assert store.add_patients(patients, check_only=True, skip_bad=True, now_ms=NOW).added == 0
+    skipped = store.add_patients(patients, skip_bad=True, source="cohort.csv", now_ms=NOW)
+    assert (skipped.valid, skipped.added, len(skipped.rejected)) == (2, 2, 9)
+    assert store.patient_index() == {"P0": 0, "A": 1, "H": 2} and gateway.registry_version() > version
+    gateway.close()
+    a = store.patient("A")
+    assert (a["programmes"], a["physician"], a["utc_offset_min"], a["dispensary"]) == (["AH", "DM2"], "doc", 360,
+                                                                                       True)
+    assert a["targets"] == {"home_sys": 130, "home_dia": 80, "plan": {"bp": 1}}
+    assert audit_actions(store)[-1] == ("cli", "patients.add", None)
+    with pytest.raises(RegistryError, match="already exists") as info:
+        store.add_patient("A")
+    assert (info.value.reason, info.value.value) == ("EXISTS", "A")
+
+
+def test_thresholds_are_the_defaults_with_each_patients_targets(store):
+    from core.rules import THRESHOLDS, Param
+
+    store.add_patient("A", targets={"crisis_sys": 170, "home_sys": 125.5, "plan": {"bp": 1}})
+    store.add_patient("B")
+    store.add_patient("C", targets={"tir_low": 4, "tir_high": 9})
+    thresholds = store.thresholds()
+    defaults = np.array(list(THRESHOLDS.values()))
+    assert thresholds.shape == (3, len(THRESHOLDS)) and np.array_equal(thresholds[1], defaults)
+    assert thresholds[0, Param.crisis_sys] == 170 and thresholds[0, Param.home_sys] == 125.5
+    assert thresholds[0, Param.home_dia] == THRESHOLDS["home_dia"]
+    assert (thresholds[2, Param.tir_low], thresholds[2, Param.tir_high]) == (4, 9)
+
+
+def test_patient_and_device_queries(store):
+    store.add_staff("doc", "Dr A", "physician")
+    store.add_staff("pa", "P A", "personal_admin")
+    store.add_patient("A", programmes=("AH",), physician="doc", personal_admin="pa")
+    store.add_patient("B", programmes=("DM1", "DM2"), physician="doc")
+    store.add_device("CUFF", "bp")
+    store.add_device("GLU", "glu")
+    store.bind("CUFF", "A", 0, 1_000)
+    store.bind("CUFF", "B", 1_000)
+    store.bind("GLU", "B", 0, user=1)
+    assert [p["id"] for p in store.patients(programme="DM2")] == ["B"]
+    assert [p["id"] for p in store.patients(programme="DM")] == []
+    assert [p["id"] for p in store.patients(physician="doc")] == ["A", "B"]
+    assert [p["id"] for p in store.patients(personal_admin="pa")] == ["A"]
+    assert [p["id"] for p in store.patients(limit=1)] == ["A"]
+    assert store.patient("B", at_ms=500)["bindings"] == [
+        {"device": "GLU", "kind": "glu", "user": 1, "from": 0, "to": None, "current": True},
+        {"device": "CUFF", "kind": "bp", "user": None, "from": 1_000, "to": None, "current": False}]
+    assert [(d["id"], d["patients"]) for d in store.devices(at_ms=999)] == [("CUFF", ["A"]), ("GLU", ["B"])]
+    assert [(d["id"], d["patients"]) for d in store.devices(at_ms=1_000, kind="bp")] == [("CUFF", ["B"])]
+    assert [b["current"] for b in store.device("CUFF", at_ms=1_000)["bindings"]] == [False, True]
+    assert [s["id"] for s in store.staff(role="physician")] == ["doc"] and len(store.staff()) == 2
+    for call in (lambda: store.patient("nobody"), lambda: store.device("nothing")):
+        with pytest.raises(RegistryError, match="not registered") as info:
+            call()
+        assert info.value.reason == "UNKNOWN"
+
+
+def test_retire_ends_the_bindings_and_refuses_new_ones(store):
+    store.add_patient("A")
+    store.add_patient("B")
+    store.add_device("CUFF", "bp")
+    store.add_device("OLD", "glu")
+    store.bind("CUFF", "A", 0, 1_000)
+    store.bind("CUFF", "B", 1_000)
+    store.bind("OLD", "A", 5_000)
+    with pytest.raises(RegistryError, match="bound to patient 'A' from") as info:
+        store.retire_device("OLD", 4_000)  # its binding would start after the retirement
+    assert info.value.reason == "STATE"
+    assert store.retire_device("CUFF", 3_000) == 1
+    device = store.device("CUFF")
+    assert device["retired"] == 3_000 and [b["to"] for b in device["bindings"]] == [1_000, 3_000]
+    for call in (lambda: store.bind("CUFF", "A", 4_000), lambda: store.retire_device("CUFF", 5_000)):
+        with pytest.raises(RegistryError, match="retired at") as info:
+            call()
+        assert info.value.reason == "RETIRED"
+    device_idx = np.zeros(3, dtype=np.int32)
+    t = np.array([999, 2_999, 3_000], dtype=np.int64)
+    reason, patient = np.zeros(3, dtype=np.uint8), np.full(3, -1, dtype=np.int32)
+    core.bind(device_idx, np.full(3, NO_USER, dtype=np.uint8), t, reason, patient, store.bindings())
+    assert patient.tolist() == [0, 1, -1] and reason[2] == Reason.UNBOUND
+    assert [a[1:] for a in audit_actions(store)][-1] == ("device.retire", "CUFF")
+
+
+def test_unbind_names_the_patient_and_records_who(store):
+    store.add_patient("A")
+    store.add_device("CUFF", "bp")
+    store.bind("CUFF", "A", 1_000, user=2)
+    with pytest.raises(RegistryError, match="no binding that holds") as info:
+        store.unbind("CUFF", 5_000)  # the any-slot binding: there is none
+    assert info.value.reason == "UNKNOWN"
+    with pytest.raises(RegistryError, match="no binding that holds"):
+        store.unbind("CUFF", 1_000, user=2)  # it starts then: nothing to end
+    assert store.unbind("CUFF", 5_000, user=2, actor="devadmin") == "A"
+    assert store.device("CUFF")["bindings"][0]["to"] == 5_000
+    assert [a for a in audit_actions(store) if a[1] in ("bind", "unbind")] == [("cli", "bind", "CUFF"),
+                                                                               ("devadmin", "unbind", "CUFF")]
