@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import socket
 import struct
 import time
 from collections.abc import Iterable
@@ -183,6 +184,9 @@ class MqttLink:
 
     # paho callbacks: record and return, no work here.
     def _on_socket_open(self, client, userdata, sock) -> None:
+        # PUBACKs and alerts are small writes: without TCP_NODELAY, Nagle's algorithm holds
+        # them back until the broker's delayed ACK (~40 ms) whenever data is in flight.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
 
     def _on_socket_close(self, client, userdata, sock) -> None:
