@@ -870,6 +870,7 @@ class Store:
 
     def _bump_registry(self, conn: sqlite3.Connection) -> None:
         conn.execute(ADD_COUNTER, (REGISTRY_VERSION_KEY, 1))
+        self._data_version = -1  # PRAGMA data_version ignores this connection's own commits
 
     @staticmethod
     def _audit(conn: sqlite3.Connection, at_ms: int, actor: str, action: str, subject: str | None,
