@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from adapters.mqtt import LinkSettings, MqttLink
+from core.windows import Acc, Metric
 from gateway.service import Gateway, ServiceSettings
 from gateway.store import Store
 
@@ -208,3 +209,42 @@ async def test_a_locked_store_holds_acks_back_and_drain_still_stops(broker, tmp_
             await until(lambda: locked.counters()["stored"] == 1)
 
         await serve(broker, locked, after_restart)
+
+
+async def test_batches_the_store_refused_are_stored_once_when_it_accepts_again(broker, tmp_path):
+    """While the store refuses, batches stay un-acked and the core state is rebuilt from the
+    store; once it accepts, every reading is stored once (re-sent readings across batches
+    stay duplicates), the window state counts each once, and the device's ack covers them all."""
+    import sqlite3
+
+    path = tmp_path / "refusing.db"
+    with Store.open(path, busy_timeout_ms=20) as refusing:
+        refusing.add_patient("P1", tz="UTC")
+        refusing.add_device("tono-1", "bp")
+        refusing.bind("tono-1", "P1", 0)
+        # 12 messages of 5 readings, each re-sending the last 2 of the one before: seq 0..37
+        messages = [("pmp/v1/dev/tono-1/m", msgpack.packb([bp(seq, 120, 80) for seq in range(3 * i, 3 * i + 5)]))
+                    for i in range(12)]
+        blocker = sqlite3.connect(path)
+        blocker.execute("BEGIN IMMEDIATE")
+        link = MqttLink(LinkSettings(host="127.0.0.1", port=broker.port, client_id="pmpgw-test",
+                                     state_topic="pmp/v1/gateway/test/state"))
+        gateway = Gateway(refusing, link, ServiceSettings(gw_id="test", batch_max=2, batch_wait_s=0.001,
+                                                          retry_s=0.05))
+        watcher = Watcher(broker, ["pmp/v1/dev/+/ack"])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(gateway.run)
+            await trio.to_thread.run_sync(publish, broker, messages)
+            await until(lambda: gateway.last_error.startswith("LOCKED"))
+            await trio.sleep(0.3)  # several refusals, with batches prepared behind the refused one
+            blocker.rollback()
+            await until(lambda: refusing.counters()["received"] >= 60)
+            await until(lambda: {"seq": 37} in watcher.on("pmp/v1/dev/tono-1/ack"))
+            gateway.drain()
+        blocker.close()
+        watcher.stop()
+        counters = refusing.counters()
+        assert (counters["received"], counters["stored"], counters["duplicate"]) == (60, 38, 22)
+        assert [r["seq"] for r in refusing.readings("P1")] == list(range(38))
+        arrays, through = refusing.load_windows()  # saved at drain, through the last reading
+        assert through == 38 and arrays["acc"][Metric.BP, :, Acc.N].sum() == 38
