@@ -41,11 +41,12 @@ ARTIFACT_STATUS_BITS = 0x0023  # 0x2A35 status: body movement, cuff too loose, i
 
 
 class ReadingType(NamedTuple):
-    """The schema of one ``type`` of reading map. Required keys are ``t``, ``type`` and the
-    needed values: ``sys`` and ``dia`` for bp, ``glu`` for glu and cgm."""
+    """The schema of one ``type`` of reading map. Required keys (``needs``) are ``t``,
+    ``type`` and the needed values: ``sys`` and ``dia`` for bp, ``glu`` for glu and cgm."""
 
     kind: int  # Kind
     keys: frozenset[str]  # every key allowed
+    needs: frozenset[str]  # the keys it requires (a subset of ``keys``)
     units: dict[str, int]  # ``u`` -> Unit the values arrive in
     default_unit: int  # Unit when ``u`` is absent
 
@@ -54,10 +55,15 @@ _COMMON_KEYS = frozenset({"seq", "t", "type", "u", "st", "user", "bat"})
 _PRESSURE_UNITS = {"mmHg": int(Unit.MMHG), "kPa": int(Unit.KPA)}
 _GLUCOSE_UNITS = {"mmol/L": int(Unit.MMOL_PER_L), "mg/dL": int(Unit.MG_PER_DL)}
 
+_NEEDED_KEYS = frozenset({"t", "type"})
+
 READING_TYPES: dict[str, ReadingType] = {
-    "bp": ReadingType(int(Kind.BP), _COMMON_KEYS | {"sys", "dia", "map", "pul"}, _PRESSURE_UNITS, int(Unit.MMHG)),
-    "glu": ReadingType(int(Kind.GLU), _COMMON_KEYS | {"glu", "meal", "src"}, _GLUCOSE_UNITS, int(Unit.MMOL_PER_L)),
-    "cgm": ReadingType(int(Kind.CGM), _COMMON_KEYS | {"glu", "trend"}, _GLUCOSE_UNITS, int(Unit.MMOL_PER_L)),
+    "bp": ReadingType(int(Kind.BP), _COMMON_KEYS | {"sys", "dia", "map", "pul"}, _NEEDED_KEYS | {"sys", "dia"},
+                      _PRESSURE_UNITS, int(Unit.MMHG)),
+    "glu": ReadingType(int(Kind.GLU), _COMMON_KEYS | {"glu", "meal", "src"}, _NEEDED_KEYS | {"glu"}, _GLUCOSE_UNITS,
+                       int(Unit.MMOL_PER_L)),
+    "cgm": ReadingType(int(Kind.CGM), _COMMON_KEYS | {"glu", "trend"}, _NEEDED_KEYS | {"glu"}, _GLUCOSE_UNITS,
+                       int(Unit.MMOL_PER_L)),
 }
 
 INTEGER_KEYS: dict[str, tuple[int, int]] = {
@@ -116,7 +122,7 @@ def _row(element: Any) -> Row:
     spec = READING_TYPES.get(name) if type(name) is str else None
     if spec is None:
         raise Rejected(Reason.SCHEMA, f"type must be one of {sorted(READING_TYPES)}", name)
-    kind, allowed, units, default_unit = spec
+    kind, allowed, _, units, default_unit = spec
     if not allowed.issuperset(m):
         raise Rejected(Reason.SCHEMA, f"unknown key for type {name}", _any(m.keys() - allowed))
     keys = m.keys()

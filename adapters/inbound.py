@@ -35,21 +35,29 @@ Decoded rows (OK, NOTNUM) have t, kind, v in canonical units, flags, seq, status
 unit_in, and a fingerprint: reading maps from ``core.fingerprint_readings`` (one call for
 the batch), GATT records from the decoder. Reading maps take rx = the message's arrival
 time, GATT records the hub's ``rx``.
+
+Reading maps are decoded a group of like maps at a time (``adapters.columnar``), and those
+it leaves one at a time by ``adapters.codec.reading_row``; ``columnar=False`` decodes every
+map one at a time, the twin the columnar path is tested against. Both give the same
+``Decoded``, byte for byte (tests/adapters/test_columnar.py).
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 import core
 from core.codes import AUX_ABSENT, NO_USER, Kind, Reason
 
-from .codec import MEAL_ABSENT, ROW_FIELDS, Row, kind_of, reading_row
+from .codec import MEAL_ABSENT, Row, kind_of, reading_row
+from .columnar import Block, Columns
 from .devices import DeviceIndex
 from .gatt import HSEQ_ABSENT, GattRecords, GattRows
 from .topics import Route, parse_topic
@@ -93,10 +101,11 @@ class Decoded:
         return len(self.batch)
 
 
-def decode_messages(messages: Sequence[Inbound], devices: DeviceIndex) -> Decoded:
+def decode_messages(messages: Sequence[Inbound], devices: DeviceIndex, *, columnar: bool = True) -> Decoded:
     """Decode a batch of messages (see the module docstring); ``devices`` assigns indexes to
-    new ids. Raises only on a caller bug (``rx_ms`` not an int), never for a topic or payload."""
-    readings = _ReadingRows()
+    new ids. Raises only on a caller bug (``rx_ms`` not an int), never for a topic or payload.
+    ``columnar=False``: each reading map alone, the twin (module docstring)."""
+    readings = _ColumnarRows() if columnar else _ReadingRows()
     gatt = GattRecords(devices)
     for i, (topic, payload, rx_ms) in enumerate(messages):
         parsed = parse_topic(topic)
@@ -116,11 +125,35 @@ def decode_messages(messages: Sequence[Inbound], devices: DeviceIndex) -> Decode
     return _merge(readings.finish(), gatt.decode())
 
 
+class _Message:
+    """A parsed reading message: its number in the batch, its first row, and its payload
+    for the octets of its rejected elements (their spans found once, when first needed)."""
+
+    __slots__ = ("message", "payload", "fmt", "is_array", "first_row", "octet_spans")
+
+    def __init__(self, message: int, payload: bytes, fmt: Format, is_array: bool, first_row: int) -> None:
+        self.message, self.payload, self.fmt, self.is_array, self.first_row = message, payload, fmt, is_array, first_row
+        self.octet_spans: list[tuple[int, int]] | None = None
+
+    def octets(self, element: int) -> bytes:
+        """The octets of one element: its own in an array, else the whole payload."""
+        if not self.is_array:
+            return self.payload
+        if self.octet_spans is None:
+            self.octet_spans = element_spans(self.payload, self.fmt)
+        start, end = self.octet_spans[element]
+        return self.payload[start:end]
+
+
 class _ReadingRows:
-    """Rows of reading-map messages (and of messages with no valid topic), built as lists."""
+    """Rows of reading-map messages (and of messages with no valid topic), each map decoded
+    alone by ``codec.reading_row`` as its message is parsed: the twin ``_ColumnarRows`` is
+    tested against. Rows are numbered in arrival order (message, then element)."""
 
     def __init__(self) -> None:
-        self.rows: list[Row] = []
+        self.n = 0  # rows so far
+        self.rows: list[Row] = []  # rows built one at a time (reading_row, rejections) ...
+        self.at: list[int] = []  # ... and their row numbers
         self.spans: list[tuple[int, int, int, int]] = []  # (message, device, rx, n rows) per message
         self.raw_fingerprints: dict[int, int] = {}  # row -> FNV-1a of its raw octets
         self.details: dict[tuple[int, int], str] = {}
@@ -132,43 +165,51 @@ class _ReadingRows:
         except Rejected as rejected:
             self.reject_message(message, device, rx_ms, payload, rejected)
             return
-        rows = self.rows
-        append = rows.append
-        spans = None
-        for i, element in enumerate(elements):
-            try:
-                append(reading_row(element))
-            except Rejected as rejected:
-                if is_array:
-                    spans = spans if spans is not None else element_spans(payload, fmt)
-                    octets = payload[spans[i][0]:spans[i][1]]
-                else:
-                    octets = payload
-                self._reject(message, i, kind_of(element), rejected, octets)
+        self._elements(_Message(message, payload, fmt, is_array, self.n), elements)
         self.spans.append((message, device, rx_ms, len(elements)))
+        self.n += len(elements)
+
+    def _elements(self, source: _Message, elements: list) -> None:
+        self._decode_each(source, enumerate(elements))
+
+    def _decode_each(self, source: _Message, numbered: Iterable[tuple[int, Any]]) -> None:
+        """The row of each ``(i, element)`` of ``source``: ``codec.reading_row``, or its rejection."""
+        rows, at, first_row = self.rows, self.at, source.first_row
+        for i, element in numbered:
+            try:
+                rows.append(reading_row(element))
+            except Rejected as rejected:
+                self._reject(first_row + i, source.message, i, kind_of(element), rejected, source.octets(i))
+            else:
+                at.append(first_row + i)
 
     def reject_message(self, message: int, device: int, rx_ms: int, payload: bytes | None,
                        rejected: Rejected) -> None:
-        self._reject(message, 0, Kind.NONE, rejected, payload or b"")
+        self._reject(self.n, message, 0, Kind.NONE, rejected, payload or b"")
         self.spans.append((message, device, rx_ms, 1))
+        self.n += 1
 
-    def _reject(self, message: int, element: int, kind: Kind, rejected: Rejected, octets: bytes) -> None:
-        self.raw_fingerprints[len(self.rows)] = fnv1a64(octets)
+    def _reject(self, row: int, message: int, element: int, kind: Kind, rejected: Rejected, octets: bytes) -> None:
+        self.raw_fingerprints[row] = fnv1a64(octets)
         self.rows.append((0, math.nan, math.nan, math.nan, math.nan, 0, 0, 0, int(kind), int(rejected.reason),
                           0, NO_USER, AUX_ABSENT, math.nan, MEAL_ABSENT))
+        self.at.append(row)
         self.details[(message, element)] = str(rejected)
 
     def finish(self) -> Decoded:
         """The rows as columns, fingerprints computed."""
-        n = len(self.rows)
+        return self._columns([])
+
+    def _columns(self, blocks: Sequence[Block]) -> Decoded:
+        """The rows built one at a time and the ``blocks`` as columns, fingerprints computed."""
+        n = self.n
         batch = core.empty_batch(n)
-        (t, v0, v1, v2, v3, seq, status, flags, kind, reason, unit_in, user, aux0, battery,
-         meal) = zip(*self.rows) if n else [()] * len(ROW_FIELDS)
-        batch["t"], batch["seq"], batch["status"], batch["flags"] = t, seq, status, flags
-        batch["kind"], batch["reason"], batch["unit_in"], batch["user"] = kind, reason, unit_in, user
-        v = batch["v"]
-        v[:, 0], v[:, 1], v[:, 2], v[:, 3] = v0, v1, v2, v3
-        batch["aux"][:, 0] = aux0
+        battery = np.full(n, math.nan)
+        meal = np.zeros(n, dtype=np.uint8)
+        for at, columns in blocks:
+            _put(batch, battery, meal, at, columns)
+        if self.rows:
+            _put(batch, battery, meal, np.array(self.at, dtype=np.intp), tuple(zip(*self.rows)))
         message, device, rx, counts = (np.array(column, dtype=np.int64).reshape(-1)
                                        for column in (zip(*self.spans) if self.spans else [()] * 4))
         batch["device"] = np.repeat(device, counts)
@@ -180,10 +221,55 @@ class _ReadingRows:
         if self.raw_fingerprints:
             batch["fingerprint"][list(self.raw_fingerprints)] = np.array(list(self.raw_fingerprints.values()),
                                                                         dtype=np.uint64)
+        details = dict(sorted(self.details.items()))  # in row order, however the rows were built
         for i in np.flatnonzero(batch["reason"] == Reason.NOTNUM):
-            self.details[(int(row_message[i]), int(element[i]))] = NOTNUM_DETAIL
-        return Decoded(batch, row_message, element, np.array(battery, dtype=np.float64),
-                       np.array(meal, dtype=np.uint8), np.full(n, HSEQ_ABSENT, dtype=np.int64), self.details)
+            details[(int(row_message[i]), int(element[i]))] = NOTNUM_DETAIL
+        return Decoded(batch, row_message, element, battery, meal, np.full(n, HSEQ_ABSENT, dtype=np.int64), details)
+
+
+class _ColumnarRows(_ReadingRows):
+    """``_ReadingRows`` with the maps decoded a group at a time (``columnar.Columns``), about
+    every ``columnar.CHUNK`` elements, while their objects are still in the CPU cache. The
+    elements left are decoded one at a time there and then, as the twin does; so are the
+    messages ``Columns.passes``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decoded = Columns()
+        self.sources: list[_Message] = []  # the parsed messages ...
+        self.first_rows: list[int] = []  # ... and their first rows, ascending
+
+    def _elements(self, source: _Message, elements: list) -> None:
+        if self.decoded.passes(len(elements)):
+            self._decode_each(source, enumerate(elements))
+            return
+        self.sources.append(source)
+        self.first_rows.append(source.first_row)
+        self._decode_left(self.decoded.add(elements, source.first_row))
+
+    def _decode_left(self, left: list[tuple[int, Any]]) -> None:
+        """Decode one at a time the elements ``(row, element)`` the columnar path left."""
+        for source, same_source in itertools.groupby(left, lambda row_element: self._source_of(row_element[0])):
+            self._decode_each(source, ((row - source.first_row, element) for row, element in same_source))
+
+    def _source_of(self, row: int) -> _Message:
+        return self.sources[bisect.bisect_right(self.first_rows, row) - 1]
+
+    def finish(self) -> Decoded:
+        self._decode_left(self.decoded.flush())
+        return self._columns(self.decoded.blocks())
+
+
+def _put(batch: np.ndarray, battery: np.ndarray, meal: np.ndarray, at: np.ndarray, columns: Sequence) -> None:
+    """Write ``columns`` (``codec.ROW_FIELDS``, each len(at) values or one value) into the rows ``at``."""
+    (t, v0, v1, v2, v3, seq, status, flags, kind, reason, unit_in, user, aux0, battery_percent,
+     meal_code) = columns
+    batch["t"][at], batch["seq"][at], batch["status"][at], batch["flags"][at] = t, seq, status, flags
+    batch["kind"][at], batch["reason"][at], batch["unit_in"][at], batch["user"][at] = kind, reason, unit_in, user
+    v = batch["v"]
+    v[at, 0], v[at, 1], v[at, 2], v[at, 3] = v0, v1, v2, v3
+    batch["aux"][at, 0] = aux0
+    battery[at], meal[at] = battery_percent, meal_code
 
 
 def _merge(readings: Decoded, gatt: GattRows) -> Decoded:
