@@ -26,6 +26,7 @@ MODULES = [
     "bench.e2e_ingest",
     "bench.report_protocol",
     "bench.report_coverage",
+    "bench.cli_status_once",
 ]
 
 

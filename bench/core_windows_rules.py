@@ -10,7 +10,7 @@ import core.reference
 from bench._harness import Result, best_seconds
 from bench.fleet import Fleet, make_fleet
 from core.pipeline import READING_ALERT_DTYPE
-from core.rules import cgm_state, default_thresholds
+from core.rule_tables import cgm_state, default_thresholds
 
 
 def _prepared(fleet: Fleet) -> np.ndarray:

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 
 import core
-from core.bind import OPEN_END, Bindings
+from core.bindings import OPEN_END, Bindings
 from core.codes import NO_USER, Flag, Kind
 from core.compiled import fingerprint_readings
 

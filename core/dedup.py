@@ -1,17 +1,12 @@
 """Dedup: an open-addressing hash table of the keys of recently stored readings.
 
-Key of a record (DESIGN.md "Dedup"), exact, never a lossy hash:
-
-    (device, TAG_SEQ, seq)                 a measurement with a device sequence number
-    (device, TAG_CONTEXT_SEQ, seq)         a glucose context record (shares its seq with
-                                           its measurement, so it gets a tag of its own)
-    (device, TAG_FINGERPRINT, fingerprint) anything else: the 64-bit content fingerprint
-
-Each slot also keeps the content fingerprint and the measurement time of the record it
-holds. A record whose key is present gets DUPLICATE when the fingerprints agree and
-CONFLICT when they differ (same device and seq, other values); otherwise, if its reason is
-OK, its key is inserted, so a later copy in the same batch is caught too. Only OK records
-are looked up: a reading rejected for any other reason never enters the table.
+The key of a record, (device, tag, seq or fingerprint), is defined in ``core.dedup_keys``
+and computed by ``key_of``. Each slot also keeps the content fingerprint and the
+measurement time of the record it holds. A record whose key is present gets DUPLICATE when
+the fingerprints agree and CONFLICT when they differ (same device and seq, other values);
+otherwise, if its reason is OK, its key is inserted, so a later copy in the same batch is
+caught too. Only OK records are looked up: a reading rejected for any other reason never
+enters the table.
 
 The table grows (capacity doubles, load factor at most 1/2) before a batch that could
 overflow it, can drop keys measured before a horizon (``prune``), and is rebuilt from the
@@ -26,12 +21,7 @@ import numpy as np
 from ._jit import kernel
 from ._prefetch import PREFETCH_DISTANCE, prefetch
 from .codes import Flag, Kind, Reason
-
-TAG_SEQ = 1
-TAG_FINGERPRINT = 2
-TAG_CONTEXT_SEQ = 3
-
-KEY_DTYPE = np.dtype([("device", "<i4"), ("tag", "u1"), ("key", "<u8"), ("fingerprint", "<u8"), ("t", "<i8")])
+from .dedup_keys import KEY_DTYPE, TAG_CONTEXT_SEQ, TAG_FINGERPRINT, TAG_SEQ
 
 MAX_LOAD = 0.5
 MIN_CAPACITY = 1024

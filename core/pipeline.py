@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bind import Bindings
-from .rules import cgm_state, default_thresholds
+from .bindings import Bindings
+from .rule_tables import cgm_state, default_thresholds
 
 READING_ALERT_DTYPE = np.dtype([("reading", "<i4"), ("rule", "u1")], align=True)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from core.rules import SEVERITY_RANK
+from core.rule_tables import SEVERITY_RANK
 
 from .cli_common import add_db_option, add_query_parser, print_json, print_table
 from .clock import format_ms, now_ms

@@ -24,7 +24,7 @@ from adapters.inbound import Decoded, Inbound, decode_messages
 from adapters.mqtt import Received
 from adapters.topics import Route, device_ack_topic, hub_ack_topic, parse_topic
 from core.codes import Flag, Kind, Reason
-from core.rules import Rule
+from core.rule_tables import Rule
 
 from .acks import ContiguousAcks
 from .activity import Activity
@@ -40,7 +40,7 @@ DAY_MS = 86_400_000
 # daily, so its memory stays flat); an older re-send is caught by the store's UNIQUE key.
 DEDUP_HORIZON_MS = 30 * DAY_MS
 
-# The values a window alert carries, in the order of its values columns (core.windows).
+# The values a window alert carries, in the order of its values columns (core.window_layout).
 WINDOW_VALUES: dict[Rule, tuple[str, ...]] = {
     Rule.BP_HOME_HIGH: ("mean_sys", "mean_dia", "n", "days"),
     Rule.CGM_TIR: ("tir_pct", "tbr_pct", "cv_pct", "data_pct"),

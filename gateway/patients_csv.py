@@ -9,11 +9,9 @@ positions back to line numbers (``Row.line``).
 
 CSV file
 --------
-UTF-8 (a byte-order mark is allowed), one header row, then one patient per row; blank
-lines are skipped, missing cells at the end of a row are empty. Fields are separated by
-``,`` or, when the header has a ``;`` and no ``,`` (spreadsheets in locales with a decimal
-comma), by ``;``; a field may be quoted (``"..."``). Columns, in any order (names are
-case-insensitive; only ``id`` is required)::
+The format of ``gateway.csv_rows`` (UTF-8, one header row, ``,`` or ``;``, quoting), one
+patient per row. Columns, in any order (names are case-insensitive; only ``id`` is
+required)::
 
     id, programmes, dispensary, tz, physician, nurse, personal_admin, bp_target,
     glucose_range, plan
@@ -36,8 +34,8 @@ Cell formats (the same as the ``patients add`` options):
 
 Errors
 ------
-Each bad row gives one ``RowError`` (its first problem): ``line`` (1-based, the line the
-row starts on), ``reason``, ``message``, ``value`` (the offending text). Reasons:
+Each bad row gives one ``csv_rows.RowError`` (its first problem): ``line`` (1-based, the
+line the row starts on), ``reason``, ``message``, ``value`` (the offending text). Reasons:
 ``COLUMNS`` (header: no ``id`` column, an unknown or repeated column; line 1, and no row is
 read), ``FIELDS`` (a row has more cells than the header, or is not CSV: a stray or
 unclosed quote), ``INVALID`` (the id is empty, or a cell cannot be read), ``DUPLICATE``
@@ -46,10 +44,11 @@ unclosed quote), ``INVALID`` (the id is empty, or a cell cannot be read), ``DUPL
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
+
+from . import csv_rows
+from .csv_rows import RowError
 
 COLUMNS = ("id", "programmes", "dispensary", "tz", "physician", "nurse", "personal_admin", "bp_target",
            "glucose_range", "plan")
@@ -59,7 +58,7 @@ DEFAULT_PROGRAMMES = ("AH",)
 DEFAULT_TZ = "Europe/Moscow"
 FLAGS: dict[str, bool] = {"yes": True, "y": True, "true": True, "1": True,
                           "no": False, "n": False, "false": False, "0": False}
-# Plausible individual targets: parameter (core.rules.THRESHOLDS name) -> (lowest, highest).
+# Plausible individual targets: parameter (core.rule_tables.THRESHOLDS name) -> (lowest, highest).
 # Pressure mmHg, glucose mmol/L.
 TARGET_LIMITS: dict[str, tuple[float, float]] = {
     "home_sys": (100.0, 180.0),
@@ -84,16 +83,6 @@ class Row:
 
     line: int
     patient: dict
-
-
-@dataclasses.dataclass(frozen=True)
-class RowError:
-    """A bad row: line (1-based), reason code, message, offending text."""
-
-    line: int
-    reason: str
-    message: str
-    value: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,58 +202,18 @@ def _patient(cells: dict[str, str]) -> dict:
     return patient
 
 
-def _header(names: list[str]) -> tuple[list[str], RowError | None]:
-    columns = [name.strip().lower() for name in names]
-    unknown = [c for c in columns if c not in COLUMNS]
-    repeated = sorted({c for c in columns if columns.count(c) > 1})
-    problem = (f"unknown column {unknown[0]!r}: use {', '.join(COLUMNS)}" if unknown else
-               f"column {repeated[0]!r} appears twice" if repeated else
-               None if "id" in columns else "no 'id' column")
-    value = unknown[0] if unknown else repeated[0] if repeated else ",".join(names)
-    return columns, None if problem is None else RowError(1, "COLUMNS", problem, value)
-
-
 def parse(text: str) -> Parsed:
     """The patients of a CSV file's text (see the module docstring); rows in file order."""
-    text = text.removeprefix("\ufeff")
-    first = text.split("\n", 1)[0]
-    delimiter = ";" if ";" in first and "," not in first else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     rows: list[Row] = []
     errors: list[RowError] = []
-    try:
-        header = next(reader)
-    except StopIteration:
-        return Parsed([], [RowError(1, "COLUMNS", "the file is empty: the first line must name the columns", "")])
-    except csv.Error as error:
-        return Parsed([], [RowError(1, "COLUMNS", f"the header is not CSV: {error}", first)])
-    columns, problem = _header(header)
-    if problem is not None:
-        return Parsed([], [problem])
     first_line: dict[str, int] = {}
     read: dict[tuple, dict | FieldError] = {}
-    line = reader.line_num + 1
-    while True:
-        try:
-            cells = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as error:
-            errors.append(RowError(line, "FIELDS", f"the row is not CSV: {error}", ""))
-            line = reader.line_num + 1
+    for item in csv_rows.read(text, COLUMNS, ("id",)):
+        if isinstance(item, RowError):
+            errors.append(item)
             continue
-        start, line = line, reader.line_num + 1
-        if not any(cell.strip() for cell in cells):
-            continue
-        if len(cells) > len(columns):
-            errors.append(RowError(start, "FIELDS", f"{len(cells)} cells, the header names {len(columns)}",
-                                   delimiter.join(cells)))
-            continue
-        named = {c: v.strip() for c, v in zip(columns, cells) if v.strip()}
-        patient_id = named.pop("id", "")
-        if not patient_id:
-            errors.append(RowError(start, "INVALID", "the id is empty", ""))
-            continue
+        start, named = item
+        patient_id = named.pop("id")
         if patient_id in first_line:
             errors.append(RowError(start, "DUPLICATE", f"patient {patient_id!r} is already on line "
                                                        f"{first_line[patient_id]}", patient_id))

@@ -8,6 +8,9 @@
 itself when no gateway runs on the database, else by a request the running gateway's writer
 executes (the command waits for its result). ``replays`` lists past replays from the audit
 trail. Errors print ``pmpgw: REASON: message`` and exit 2.
+
+The replay machinery (``gateway.replay``: the core's kernels, adapters, trio) is imported by
+the handlers that use it, so that listing the quarantine does not wait for it.
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
 
-from . import replay
 from .cli_common import DEFAULT_DB, add_query_parser, print_json, print_table
 from .clock import format_ms, now_ms
-from .ingest import Ingest
 from .store import Store
 from .store.store import CLI_ACTOR, REASON_DETAILS
+
+if TYPE_CHECKING:
+    from .replay import ReplaySpec
 
 REASONS = tuple(reason.name for reason in REASON_DETAILS)
 LIST_COLUMNS = ["id", "device", "reason", "type", "seq", "measured", "received", "replayed", "detail"]
@@ -72,8 +77,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _shift(text: str) -> int:
+    from .replay import parse_shift
+
     try:
-        return replay.parse_shift(text)
+        return parse_shift(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -95,6 +102,9 @@ def _time(ms: int | None) -> str | None:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from . import replay
+    from .ingest import Ingest
+
     spec = replay.ReplaySpec(device=args.device, reason=args.reason, shift_ms=args.shift, actor=args.by)
     if spec.shift_ms and (spec.device is None or spec.reason is None):
         print("pmpgw: INVALID: --shift corrects one meter's clock: give --device and --reason (e.g. STALE) too",
@@ -129,7 +139,7 @@ def _progress(result: dict) -> None:
           file=sys.stderr, flush=True)
 
 
-def _by_gateway(store: Store, spec: replay.ReplaySpec, holder: str, wait_s: float) -> dict | None:
+def _by_gateway(store: Store, spec: ReplaySpec, holder: str, wait_s: float) -> dict | None:
     """Queue the replay for the running gateway and wait up to ``wait_s`` for its result
     (None, with the reason on stderr, if it does not come)."""
     request = store.request_replay(actor=spec.actor, device=spec.device, reason=spec.reason, shift_ms=spec.shift_ms,
@@ -149,8 +159,10 @@ def _by_gateway(store: Store, spec: replay.ReplaySpec, holder: str, wait_s: floa
 
 
 def _replays(args: argparse.Namespace) -> int:
+    from .replay import AUDIT_ACTION
+
     with Store.open(args.db) as store:
-        rows = store.audit(action=replay.AUDIT_ACTION, limit=args.limit)
+        rows = store.audit(action=AUDIT_ACTION, limit=args.limit)
     if args.json:
         print_json(rows)
         return 0

@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 import sys
 
-from . import patients_csv
+from . import csv_import, devices_csv, patients_csv
 from .cli_common import add_db_option, add_query_parser, parse_time_ms, print_json, print_table
 from .clock import format_ms, now_ms
-from .patients_csv import OPTION_SEPARATOR, FieldError, RowError
-from .store import DEVICE_KINDS, PROGRAMMES, STAFF_ROLES, Store
-
-# ``patients import`` exit status when --skip-bad imported the good rows and skipped bad ones.
-EXIT_SKIPPED = 3
+from .patients_csv import OPTION_SEPARATOR, FieldError
+from .store import DEVICE_KINDS, OPERATOR_KINDS, PROGRAMMES, STAFF_ROLES, Store
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -101,12 +97,7 @@ def _register_patients(commands: argparse._SubParsersAction) -> None:
                     "entries are separated by '|' (AH|DM2, bp=1|glu=3). Empty cells take the defaults of "
                     "'patients add'. If any row is bad, nothing is imported and every bad row is reported "
                     "on stderr with its line number and reason (exit 2). Exit 0: every row imported.")
-    load.add_argument("file", help="the CSV file (UTF-8)")
-    load.add_argument("--skip-bad", action="store_true",
-                      help=f"import the good rows and report the bad ones: exit {EXIT_SKIPPED} if some were bad, "
-                           "2 if no row could be imported (default: any bad row imports nothing)")
-    load.add_argument("--check", action="store_true", help="check the file, import nothing (exit 0 if it is good)")
-    load.add_argument("--json", action="store_true", help="a JSON summary on stdout with every bad row")
+    csv_import.add_options(load)
     load.set_defaults(handler=_patients_import)
     add_db_option(load)
 
@@ -134,6 +125,23 @@ def _register_devices(commands: argparse._SubParsersAction) -> None:
                      help="what the device is")
     add.set_defaults(handler=_devices_add)
     add_db_option(add)
+
+    load = devices.add_parser(
+        "import", help="register devices, and bind them to patients, from a CSV file, all or nothing",
+        description="Register the devices of a CSV file and bind them to registered patients in one transaction. "
+                    f"Header row, then one device per row; columns (id and kind required): "
+                    f"{', '.join(devices_csv.COLUMNS)}. id: as 'devices add'; kind: {', '.join(OPERATOR_KINDS)} "
+                    "(a device the gateway registered as unknown takes it); patient: a registered patient to bind "
+                    "the device to, as 'bind' does (default: not bound); from: the binding's start, ISO 8601 or ms "
+                    "UTC (default: the beginning of time); to: its end, exclusive (default: open); user: the slot "
+                    "of a shared meter (default: any slot). A device is on several rows only to be bound several "
+                    "times (slots, successive patients). Fields are separated by ',' (or ';' when the header has "
+                    "';' and no ','). If any row is bad (a registered or retired device, an unknown patient, an "
+                    "overlapping binding, ...), nothing is imported and every bad row is reported on stderr with "
+                    "its line number and reason (exit 2). Exit 0: every row imported.")
+    csv_import.add_options(load)
+    load.set_defaults(handler=_devices_import)
+    add_db_option(load)
 
     query = add_query_parser(devices, "list", _devices_list,
                              "list devices with the patients bound to them now (table, or --json)")
@@ -217,35 +225,19 @@ def _patients_show(args: argparse.Namespace) -> int:
 
 
 def _patients_import(args: argparse.Namespace) -> int:
-    try:
-        text = pathlib.Path(args.file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        print(f"pmpgw: FILE: cannot read {args.file} as UTF-8 text: {error}", file=sys.stderr)
-        return 2
-    parsed = patients_csv.parse(text)
-    errors = list(parsed.errors)
-    imported = 0
-    if parsed.rows:
+    def write(rows: list[patients_csv.Row], **options) -> csv_import.Outcome:
         with Store.open(args.db) as store:
-            result = store.add_patients([row.patient for row in parsed.rows], skip_bad=args.skip_bad,
-                                        source=pathlib.Path(args.file).name,
-                                        check_only=args.check or (bool(errors) and not args.skip_bad))
-        imported = result.added
-        errors += [RowError(parsed.rows[r.index].line, r.reason, r.message, r.value) for r in result.rejected]
-    errors.sort(key=lambda e: e.line)
-    for error in errors:
-        print(f"pmpgw: {error.reason}: line {error.line}: {error.message}", file=sys.stderr)
-    rows = len(parsed.rows) + sum(e.reason != "COLUMNS" for e in parsed.errors)
-    if args.json:
-        print_json({"file": args.file, "rows": rows, "imported": imported, "checked": args.check,
-                    "bad": [vars(e) for e in errors]})
-    elif args.check:
-        print(f"{args.file}: {rows} rows checked, {len(errors)} bad")
-    else:
-        print(f"{args.file}: {rows} rows, {len(errors)} bad, {imported} patients imported")
-    if not errors:
-        return 0
-    return EXIT_SKIPPED if args.skip_bad and not args.check and imported else 2
+            result = store.add_patients([row.patient for row in rows], **options)
+        return csv_import.Outcome(result.added, result.rejected, {})
+    return csv_import.run(args, patients_csv.parse, write, "patients")
+
+
+def _devices_import(args: argparse.Namespace) -> int:
+    def write(rows: list[devices_csv.Row], **options) -> csv_import.Outcome:
+        with Store.open(args.db) as store:
+            result = store.add_devices([row.device for row in rows], **options)
+        return csv_import.Outcome(result.added, result.rejected, {"bound": result.bound})
+    return csv_import.run(args, devices_csv.parse, write, "devices", counts=("bound",))
 
 
 def _staff_add(args: argparse.Namespace) -> int:

@@ -18,8 +18,6 @@ import json
 import sys
 import time
 
-import paho.mqtt.client as paho
-
 from .alerts_cli import format_age
 from .cli_common import add_db_option, broker_address_file, parse_address, print_json
 from .clock import format_ms, now_ms
@@ -97,12 +95,15 @@ def live_gateways(db: str, expected: set[str] = frozenset(), timeout_s: float = 
     the SUBACK and before the UNSUBACK, so the UNSUBACK says all have come. It is done
     sooner when both messages of every ``expected`` gateway came: Mosquitto (without
     ``set_tcp_nodelay``) holds the UNSUBACK back about 40 ms, for the delayed ACK of the
-    client's TCP. ``timeout_s`` bounds the wait.
+    client's TCP. ``timeout_s`` bounds the wait. paho is imported only when a broker address
+    is on file: ``status`` on a stopped gateway's database does not wait for it.
     """
     try:
         host, port = parse_address(broker_address_file(db).read_text().strip())
     except (FileNotFoundError, argparse.ArgumentTypeError):
         return {}
+    import paho.mqtt.client as paho
+
     got: dict[str, dict] = {}
     done = []
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"pmpgw-status-{time.time_ns()}",

@@ -52,9 +52,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from core.bind import BINDING_DTYPE
-from core.rules import Rule
-from core.windows import DAY_MS
+from core.bindings import BINDING_DTYPE
+from core.rule_tables import Rule
+from core.window_layout import DAY_MS
 
 from .activity import METRICS, NEVER, Activity
 from .store import AlertIn, Store

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..bind import Bindings
+from ..bindings import Bindings
 from ..codes import NO_PATIENT, NO_USER, Reason
 
 

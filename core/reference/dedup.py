@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..codes import Flag, Kind, Reason
-from ..dedup import KEY_DTYPE, TAG_CONTEXT_SEQ, TAG_FINGERPRINT, TAG_SEQ
+from ..dedup_keys import KEY_DTYPE, TAG_CONTEXT_SEQ, TAG_FINGERPRINT, TAG_SEQ
 
 
 def _key(device: int, kind: int, flags: int, seq: int, fingerprint: int) -> tuple[int, int, int]:

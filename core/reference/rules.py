@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from ..codes import Flag, Kind, Reason
-from ..rules import CGM_DERIVE_MAX_MS, Param, Rule
+from ..rule_tables import CGM_DERIVE_MAX_MS, Param, Rule
 
 
 def _bp_level(sys_: float, dia: float, th: dict[str, float]) -> Rule | None:

@@ -13,8 +13,8 @@ import math
 import numpy as np
 
 from ..codes import Flag, Kind, Reason
-from ..rules import THRESHOLDS, Param, Rule
-from ..windows import (
+from ..rule_tables import THRESHOLDS, Param, Rule
+from ..window_layout import (
     BP_WINDOW_DAYS,
     CGM_WINDOW_DAYS,
     DAY_MS,

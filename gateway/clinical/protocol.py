@@ -71,7 +71,7 @@ import numpy as np
 
 from adapters.codec import MG_PER_DL_PER_MMOL_PER_L
 from core.codes import Flag, Kind
-from core.rules import THRESHOLDS
+from core.rule_tables import THRESHOLDS
 from gateway.activity import METRICS, NOT_VALID
 from gateway.store import ReadingColumns
 from gateway.sweeps import PROGRAMME_METRICS
@@ -81,7 +81,7 @@ from .localtime import ZoneError, day_index, day_starts, period_ms, session_boun
 DEFAULT_PLAN_DAYS = 1  # a programme's metric is expected daily unless the plan says otherwise
 # Home BP sessions: name -> [start, end) in minutes after local midnight.
 BP_SESSIONS: dict[str, tuple[int, int]] = {"morning": (4 * 60, 12 * 60), "evening": (18 * 60, 24 * 60)}
-# Thresholds (core.rules.THRESHOLDS names) a protocol uses; the patient's targets override.
+# Thresholds (core.rule_tables.THRESHOLDS names) a protocol uses; the patient's targets override.
 PROTOCOL_THRESHOLDS = ("home_sys", "home_dia", "home_min_n", "glu_low_l2", "glu_low_l1", "glu_high", "tir_low",
                        "tir_high", "cgm_min_data_pct", "cgm_readings_per_day")
 GMI_INTERCEPT_PCT = 3.31  # GMI % = 3.31 + 0.02392 x mean glucose (mg/dL), Bergenstal 2018
@@ -103,7 +103,7 @@ class ProtocolError(ValueError):
 
 
 def thresholds_of(targets: Mapping) -> dict[str, float]:
-    """PROTOCOL_THRESHOLDS with the patient's targets over the defaults of core.rules."""
+    """PROTOCOL_THRESHOLDS with the patient's targets over the defaults of core.rule_tables."""
     out = {}
     for name in PROTOCOL_THRESHOLDS:
         value = targets.get(name, THRESHOLDS[name])

@@ -7,7 +7,10 @@ statement and the numbered migrations.
 from .store import AlertIn as AlertIn
 from .store import CommitResult as CommitResult
 from .store import DEVICE_KINDS as DEVICE_KINDS
+from .store import DeviceIn as DeviceIn
+from .store import DevicesAdded as DevicesAdded
 from .store import GATEWAY_ACTOR as GATEWAY_ACTOR
+from .store import OPERATOR_KINDS as OPERATOR_KINDS
 from .store import PROGRAMMES as PROGRAMMES
 from .store import STAFF_ROLES as STAFF_ROLES
 from .store import PatientIn as PatientIn

@@ -91,7 +91,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             at INTEGER NOT NULL, actor TEXT NOT NULL,  -- 'gateway' or a staff id
             action TEXT NOT NULL, note TEXT)""",
         """CREATE INDEX alert_events_alert ON alert_events (alert)""",
-        # One row per patient: float64 little-endian [N_METRICS, RING_DAYS, N_ACC] (core.windows).
+        # One row per patient: float64 little-endian [N_METRICS, RING_DAYS, N_ACC] (core.window_layout).
         """CREATE TABLE windows (patient INTEGER PRIMARY KEY, acc BLOB NOT NULL)""",
     )),
     # Fewer columns in the hot insert: SQLite's and the sqlite3 module's cost grows with the
@@ -463,7 +463,7 @@ SELECT_PATIENT_ACTIVITY = "SELECT patient, last_bp, last_glu, last_cgm FROM pati
 ACTIVITY_THROUGH_KEY = "activity_through_reading"
 SWEEP_PATIENTS = "SELECT idx, programmes, dispensary, targets, created FROM patients"
 SWEEP_DEVICES = "SELECT idx, id, kind, retired FROM devices"
-# Sweep tasks are the only alerts of severity 'task' (core.rules.RULES: MISSED, DEVICE).
+# Sweep tasks are the only alerts of severity 'task' (core.rule_tables.RULES: MISSED, DEVICE).
 SELECT_OPEN_TASKS = ("SELECT id, patient, rule, state, notified, values_json FROM alerts "
                      "WHERE state != 'resolved' AND severity = 'task'")
 # INDEXED BY: without statistics the planner prefers alerts_open_summary's two equalities,
@@ -472,3 +472,14 @@ SELECT_TASK_RESOLUTIONS = """SELECT a.patient, a.rule, e.at, e.actor FROM alerts
     JOIN alert_events e ON e.alert = a.id AND e.action = 'resolved'
     WHERE a.state = 'resolved' AND a.severity = 'task' AND a.updated > ?"""
 RESOLVE_TASK = "UPDATE alerts SET state = 'resolved', updated = ? WHERE id = ? AND state != 'resolved'"
+
+# ---------------------------------------------------------------------------------------
+# Device import (Store.add_devices): what the registry holds of a file's devices and
+# patients, each asked once with the ids as one JSON array parameter (any length).
+# ---------------------------------------------------------------------------------------
+
+DEVICES_AMONG = "SELECT id, idx, kind, retired FROM devices WHERE id IN (SELECT value FROM json_each(?))"
+PATIENT_IDX_AMONG = "SELECT id, idx FROM patients WHERE id IN (SELECT value FROM json_each(?))"
+# The bindings of the devices whose indexes are in the array, with their patients' ids.
+BINDINGS_OF_DEVICES = """SELECT b.device, b.user_slot, b.valid_from, b.valid_to, p.id FROM bindings b
+    JOIN patients p ON p.idx = b.patient WHERE b.device IN (SELECT value FROM json_each(?))"""

@@ -24,7 +24,7 @@ Conventions of the stored data:
 - uint64 columns (``fingerprint``, ``dedup_key``) are stored as the int64 of the same 64
   bits (two's complement) because SQL integers are signed; ``dedup_keys`` turns them back;
 - text codes: reading ``type`` (bp, glu, cgm, glu_context), reason names of
-  ``core.codes.Reason``, rule names of ``core.rules.Rule``, unit names of ``UNIT_NAMES``.
+  ``core.codes.Reason``, rule names of ``core.rule_tables.Rule``, unit names of ``UNIT_NAMES``.
 """
 
 from __future__ import annotations
@@ -44,12 +44,12 @@ from typing import Literal, NotRequired, TypedDict
 
 import numpy as np
 
-from core.bind import BINDING_DTYPE, OPEN_END, Bindings
+from core.bindings import BINDING_DTYPE, OPEN_END, Bindings
 from core.codes import NO_USER, UNIT_NAMES, Flag, Kind, Reason
-from core.dedup import KEY_DTYPE, TAG_CONTEXT_SEQ, TAG_FINGERPRINT, TAG_SEQ
+from core.dedup_keys import KEY_DTYPE, TAG_CONTEXT_SEQ, TAG_FINGERPRINT, TAG_SEQ
 from core.layout import empty_batch
-from core.rules import SEVERITY_RANK, THRESHOLDS, Param, Rule, default_thresholds, severity_and_route
-from core.windows import N_ACC, N_METRICS, RING_DAYS, WindowState
+from core.rule_tables import SEVERITY_RANK, THRESHOLDS, Param, Rule, default_thresholds, severity_and_route
+from core.window_layout import N_ACC, N_METRICS, RING_DAYS, empty_slots
 
 from ..clock import format_ms
 from ..escalation import ESCALATED_SEVERITY, ESCALATED_STATE, Pending, escalations_due
@@ -177,6 +177,11 @@ from .sql import (  # quarantine replay and status
     OPEN_ALERTS_SUMMARY,
     COUNT_SILENT_DEVICES,
 )
+from .sql import (  # device import
+    DEVICES_AMONG,
+    PATIENT_IDX_AMONG,
+    BINDINGS_OF_DEVICES,
+)
 
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -208,6 +213,7 @@ EXTRA_FIELDS: dict[Kind, tuple[tuple[str | None, ...], tuple[str | None, ...]]] 
 # "unknown": registered by the gateway on first sight of an unregistered publisher (its
 # readings are UNBOUND until a device administrator sets its kind and binds it).
 DEVICE_KINDS = ("bp", "glu", "cgm", "hub", "unknown")
+OPERATOR_KINDS = ("bp", "glu", "cgm", "hub")  # what an operator registers; "unknown" is the gateway's
 PROGRAMMES = ("AH", "DM1", "DM2")
 STAFF_ROLES = ("physician", "nurse", "device_admin", "personal_admin", "head", "monitoring_admin")
 PLAN_METRICS = ("bp", "glu", "cgm")  # keys of a patient's measurement plan (targets "plan")
@@ -309,7 +315,7 @@ def _store_error(error: sqlite3.Error, timeout_ms: int) -> StoreError:
 class AlertIn(TypedDict):
     """An alert to raise in ``commit_batch``.
 
-    ``patient`` registry index; ``rule`` a ``core.rules.Rule`` name; ``t`` measurement ms
+    ``patient`` registry index; ``rule`` a ``core.rule_tables.Rule`` name; ``t`` measurement ms
     UTC; ``late`` measured > 24 h before arrival; ``values`` JSON-able dict; ``rows``
     indexes into the batch of the readings that caused it (none for window rules and
     sweeps). An alert whose rows are all re-deliveries the store already held is dropped.
@@ -381,6 +387,28 @@ class PatientsAdded:
 
     valid: int
     added: int
+    rejected: list[Rejected]
+
+
+# A device to register, and bind, with ``add_devices`` (a TypedDict: "from" is a keyword).
+# ``id`` a device id or BLE address (``add_device``); ``kind`` one of OPERATOR_KINDS; when
+# ``patient`` (a registered patient id) is given, a binding as ``bind`` makes: ``from`` ms
+# UTC (default 0, the beginning of time), ``to`` ms UTC exclusive (None = open end),
+# ``user`` slot (None = any slot). Without a patient, from/to/user are not given.
+DeviceIn = TypedDict("DeviceIn", {"id": str, "kind": str, "patient": NotRequired[str | None],
+                                  "from": NotRequired[int], "to": NotRequired[int | None],
+                                  "user": NotRequired[int | None]})
+
+
+@dataclasses.dataclass(frozen=True)
+class DevicesAdded:
+    """What ``add_devices`` did: ``valid`` entries passed the checks, ``added`` devices
+    were registered or given their kind and ``bound`` bindings made (both 0 when nothing
+    was written), ``rejected`` the other entries, in list order."""
+
+    valid: int
+    added: int
+    bound: int
     rejected: list[Rejected]
 
 
@@ -796,7 +824,7 @@ class Store:
 
     def dedup_keys(self, since_t: int | None = None) -> np.ndarray:
         """Keys of stored readings measured at or after ``since_t`` (ms UTC; all when None),
-        as ``core.dedup.KEY_DTYPE`` sorted by (device, tag, key), for ``DedupTable.from_keys``."""
+        as ``core.dedup_keys.KEY_DTYPE`` sorted by (device, tag, key), for ``DedupTable.from_keys``."""
         rows = self._read(SELECT_KEYS, (np.iinfo(np.int64).min if since_t is None else since_t,))
         signed = np.array(rows, dtype=[("device", "<i4"), ("tag", "u1"), ("key", "<i8"), ("fingerprint", "<i8"),
                                        ("t", "<i8")])
@@ -835,7 +863,7 @@ class Store:
         (``readings_batch``) through ``WindowState.update``.
         """
         tz_min = self.tz_offsets()
-        acc = WindowState(len(tz_min), tz_min).arrays()["acc"]
+        acc = empty_slots(len(tz_min))
         per_patient = acc.reshape(-1, *_ACC_SHAPE)
         for patient, blob in self._read(SELECT_WINDOWS, (len(tz_min),)):
             if len(blob) != _ACC_BYTES:
@@ -903,9 +931,7 @@ class Store:
         A device the gateway registered on first sight with kind "unknown" takes ``kind``
         (same index); any other registered id is EXISTS.
         """
-        if not (_ID.fullmatch(device_id) or _BLE_ID.fullmatch(device_id)):
-            raise RegistryError("INVALID", f"device id {device_id!r}: use 1-64 of [A-Za-z0-9_.-], or a BLE "
-                                           "address in upper case with colons (AA:BB:CC:DD:EE:FF)", device_id)
+        _check_device_id(device_id)
         if kind not in DEVICE_KINDS:
             raise RegistryError("INVALID", f"device kind {kind!r} is not one of {', '.join(DEVICE_KINDS)}", kind)
         now_ms = _now_ms() if now_ms is None else now_ms
@@ -1005,13 +1031,13 @@ class Store:
 
         Targets JSON (the ``targets`` column): an object whose keys are optional::
 
-            {"home_sys": 130, "home_dia": 80,      # any name of core.rules.THRESHOLDS: the
+            {"home_sys": 130, "home_dia": 80,      # any name of core.rule_tables.THRESHOLDS: the
              "tir_low": 4.0, "tir_high": 9.0,      #   patient's value in its unit (mmHg,
                                                    #   mmol/L, ...), a positive number
              "plan": {"bp": 1, "glu": 3, "cgm": 1}}  # measurement plan: a reading of each
                                                      #   metric is expected every N days
 
-        Threshold names override the defaults of ``core.rules.THRESHOLDS`` for this patient
+        Threshold names override the defaults of ``core.rule_tables.THRESHOLDS`` for this patient
         in the core's rules and windows (``thresholds``): the BP target SYS/DIA is
         home_sys/home_dia (BP_HOME_HIGH), the glucose range LOW-HIGH is tir_low/tir_high
         (CGM_TIR). ``plan`` keys are PLAN_METRICS, days a positive number up to
@@ -1068,7 +1094,7 @@ class Store:
 
     def thresholds(self) -> np.ndarray:
         """float64[n_patients, N_PARAMS]: each patient's alert thresholds, by index, for the
-        core (``core.Pipeline``): ``core.rules.default_thresholds`` with the patient's
+        core (``core.Pipeline``): ``core.rule_tables.default_thresholds`` with the patient's
         targets of THRESHOLDS names written over them."""
         out = default_thresholds(self._read(NEXT_PATIENT_IDX)[0][0])
         rows = self._read(PATIENT_NUMBER_TARGETS)
@@ -1089,11 +1115,7 @@ class Store:
         interval already (unbind first), UNKNOWN for an unregistered device or patient,
         RETIRED for a retired device.
         """
-        if end_ms is not None and end_ms <= start_ms:
-            raise RegistryError("INVALID", f"binding ends ({format_ms(end_ms)}) before it starts "
-                                           f"({format_ms(start_ms)})", end_ms)
-        if user is not None and not 0 <= user < NO_USER:
-            raise RegistryError("INVALID", f"user slot {user} outside 0..{NO_USER - 1}", user)
+        _check_binding(start_ms, end_ms, user)
         now_ms = _now_ms() if now_ms is None else now_ms
         with self._write() as conn:
             device, _, retired, _ = self._device_row(conn, device_id)
@@ -1104,12 +1126,7 @@ class Store:
             end = OPEN_END if end_ms is None else end_ms
             clash = conn.execute(OVERLAPPING_BINDING, (device, user, end, start_ms)).fetchone()
             if clash:
-                _, other, c_from, c_to = clash
-                slot = "any slot" if user is None else f"user slot {user}"
-                raise RegistryError("OVERLAP", f"device {device_id!r} ({slot}) is already bound to patient "
-                                               f"{other!r} from {format_ms(c_from)} to "
-                                               f"{'open end' if c_to is None else format_ms(c_to)}: unbind it "
-                                               "first, or choose a later start", device_id)
+                raise _overlap(device_id, user, *clash[1:])
             binding = conn.execute(INSERT_BINDING, (device, user, start_ms, end_ms, patient, now_ms)).lastrowid
             self._audit(conn, now_ms, actor, "bind", device_id,
                         {"patient": patient_id, "user": user, "from": start_ms, "to": end_ms})
@@ -1132,6 +1149,75 @@ class Store:
             self._audit(conn, _now_ms(), actor, "unbind", device_id, {"patient": found[1], "user": user, "at": end_ms})
             self._bump_registry(conn)
         return found[1]
+
+    def add_devices(self, devices: Sequence[DeviceIn], *, skip_bad: bool = False, check_only: bool = False,
+                    source: str | None = None, now_ms: int | None = None, actor: str = CLI_ACTOR) -> DevicesAdded:
+        """Register devices and bind them to patients in ONE transaction: all of them, or
+        none if any is bad (unless ``skip_bad``: the good ones). ``check_only``: check,
+        write nothing.
+
+        Each entry (``DeviceIn``) registers a device as ``add_device`` does (a device the
+        gateway registered with kind "unknown" takes the entry's kind, same index) and, when
+        it names a patient, binds it as ``bind`` does. An id earlier in the list is there
+        again only to be bound again (another user slot of a shared meter, a later
+        patient): with a patient and the same kind.
+
+        Checks, each bad entry rejected with the first it fails (``Rejected``): id and kind
+        (INVALID; kind one of OPERATOR_KINDS); a registered device retired (RETIRED) or of a
+        known kind (EXISTS); an id earlier in the list without a patient or with another
+        kind (EXISTS); from, to or user without a patient, an interval that ends before it
+        starts, a slot outside 0..254 (INVALID); the patient registered (UNKNOWN: patients
+        are registered before their devices); the binding overlapping one of the same device
+        and slot, stored or earlier in the list (OVERLAP, as ``bind``). The registry is asked
+        once for the list's devices, once for its patients and once for the bindings of its
+        devices of kind "unknown" (one query each, whatever the list's length and the
+        registry's size); new devices (consecutive indexes in list order), kinds and
+        bindings are written with one executemany each, the registry version is bumped once
+        and one audit row (action ``devices.add``, counts and ``source``, e.g. the file
+        name) records the call.
+        """
+        now_ms = _now_ms() if now_ms is None else now_ms
+        ids = json.dumps([device.get("id") for device in devices])
+        patient_ids = json.dumps(list({d["patient"] for d in devices if d.get("patient") is not None}))
+        new: list[tuple] = []
+        kinds: list[tuple] = []
+        bindings: list[tuple] = []
+        rejected: list[Rejected] = []
+        with self._write() as conn:
+            stored = {row[0]: row[1:] for row in conn.execute(DEVICES_AMONG, (ids,))}
+            patients = dict(conn.execute(PATIENT_IDX_AMONG, (patient_ids,)))
+            unknown = json.dumps([idx for idx, kind, _ in stored.values() if kind == "unknown"])
+            held: dict[tuple[int, int | None], list[tuple[int, int | None, str]]] = {}
+            for device_idx, user, start, end, patient_id in conn.execute(BINDINGS_OF_DEVICES, (unknown,)):
+                held.setdefault((device_idx, user), []).append((start, end, patient_id))
+            listed: dict[str, tuple[int, str]] = {}
+            next_idx = conn.execute(NEXT_DEVICE_IDX).fetchone()[0]
+            for index, device in enumerate(devices):
+                try:
+                    idx, binding = _enrolment(device, stored, listed, patients, held, next_idx + len(new))
+                except RegistryError as error:
+                    rejected.append(Rejected(index, error.reason, str(error), error.value))
+                    continue
+                if device["id"] not in listed:
+                    listed[device["id"]] = (idx, device["kind"])
+                    if device["id"] in stored:
+                        kinds.append((device["kind"], idx))
+                    else:
+                        new.append((device["id"], idx, device["kind"], now_ms))
+                if binding is not None:
+                    bindings.append((*binding, now_ms))
+                    held.setdefault((idx, binding[1]), []).append((binding[2], binding[3], device["patient"]))
+            valid = len(devices) - len(rejected)
+            if check_only or not valid or (rejected and not skip_bad):
+                return DevicesAdded(valid=valid, added=0, bound=0, rejected=rejected)
+            conn.executemany(INSERT_DEVICE, new)
+            conn.executemany(SET_DEVICE_KIND, kinds)
+            conn.executemany(INSERT_BINDING, bindings)
+            self._audit(conn, now_ms, actor, "devices.add", next(iter(listed)) if len(listed) == 1 else None,
+                        {"added": len(new), "kinds_set": len(kinds), "bound": len(bindings),
+                         "rejected": len(rejected), "source": source})
+            self._bump_registry(conn)
+        return DevicesAdded(valid=valid, added=len(new) + len(kinds), bound=len(bindings), rejected=rejected)
 
     @staticmethod
     def _device_row(conn: sqlite3.Connection, device_id: str) -> tuple[int, str, int | None, int]:
@@ -1645,6 +1731,77 @@ class Store:
         return {"groups": groups, "staff": staff, "without_device": missing}
 
 
+def _check_device_id(device_id: str) -> None:
+    if not isinstance(device_id, str) or not (_ID.fullmatch(device_id) or _BLE_ID.fullmatch(device_id)):
+        raise RegistryError("INVALID", f"device id {device_id!r}: use 1-64 of [A-Za-z0-9_.-], or a BLE "
+                                       "address in upper case with colons (AA:BB:CC:DD:EE:FF)", device_id)
+
+
+def _check_binding(start_ms: int, end_ms: int | None, user: int | None) -> None:
+    """RegistryError INVALID unless [start_ms, end_ms) is an interval (end None = open) and
+    ``user`` a slot (None = any)."""
+    if end_ms is not None and end_ms <= start_ms:
+        raise RegistryError("INVALID", f"binding ends ({format_ms(end_ms)}) before it starts "
+                                       f"({format_ms(start_ms)})", end_ms)
+    if user is not None and not 0 <= user < NO_USER:
+        raise RegistryError("INVALID", f"user slot {user} outside 0..{NO_USER - 1}", user)
+
+
+def _overlap(device_id: str, user: int | None, patient_id: str, c_from: int, c_to: int | None) -> RegistryError:
+    """The OVERLAP error of a binding of ``device_id`` and slot ``user`` clashing with the
+    binding to ``patient_id`` for [c_from, c_to)."""
+    slot = "any slot" if user is None else f"user slot {user}"
+    return RegistryError("OVERLAP", f"device {device_id!r} ({slot}) is already bound to patient {patient_id!r} from "
+                                    f"{format_ms(c_from)} to {'open end' if c_to is None else format_ms(c_to)}: "
+                                    "unbind it first, or choose a later start", device_id)
+
+
+def _enrolment(device: DeviceIn, stored: Mapping[str, tuple[int, str, int | None]],
+               listed: Mapping[str, tuple[int, str]], patients: Mapping[str, int],
+               held: Mapping[tuple[int, int | None], list[tuple[int, int | None, str]]],
+               next_idx: int) -> tuple[int, tuple | None]:
+    """The registry index of an ``add_devices`` entry's device, and the binding it makes
+    (device idx, user slot, from, to, patient idx) or None; RegistryError with its first
+    problem. ``stored``: id -> (idx, kind, retired) of the registered devices among the
+    list's; ``listed``: id -> (idx, kind) of the entries accepted so far; ``patients``: id
+    -> idx; ``held``: (device idx, slot) -> [(from, to, patient id)] of the bindings stored
+    or accepted so far; ``next_idx``: the index of a new device."""
+    device_id, kind, patient_id = device.get("id"), device.get("kind"), device.get("patient")
+    _check_device_id(device_id)
+    if kind not in OPERATOR_KINDS:
+        raise RegistryError("INVALID", f"device kind {kind!r} is not one of {', '.join(OPERATOR_KINDS)}", kind)
+    if device_id in listed:
+        idx, first_kind = listed[device_id]
+        if patient_id is None or kind != first_kind:
+            raise RegistryError("EXISTS", f"device {device_id!r} already exists (kind {first_kind}, earlier in the "
+                                          "list): it is listed again only to be bound again, with the same kind",
+                                device_id)
+    elif device_id in stored:
+        idx, stored_kind, retired = stored[device_id]
+        if retired is not None:
+            raise RegistryError("RETIRED", f"device {device_id!r} was retired at {format_ms(retired)}: it cannot be "
+                                           "registered or bound again", device_id)
+        if stored_kind != "unknown":
+            raise RegistryError("EXISTS", f"device {device_id!r} already exists (kind {stored_kind})", device_id)
+    else:
+        idx = next_idx
+    if patient_id is None:
+        stray = next((key for key in ("from", "to", "user") if device.get(key) is not None), None)
+        if stray is not None:
+            raise RegistryError("INVALID", f"device {device_id!r}: {stray} without a patient", device.get(stray))
+        return idx, None
+    start, end, user = device.get("from", 0), device.get("to"), device.get("user")
+    _check_binding(start, end, user)
+    if patient_id not in patients:
+        raise RegistryError("UNKNOWN", f"patient {patient_id!r} is not registered: register patients before "
+                                       "binding devices to them (pmpgw patients import)", patient_id)
+    stop = OPEN_END if end is None else end
+    for c_from, c_to, other in held.get((idx, user), ()):
+        if c_from < stop and (c_to is None or c_to > start):
+            raise _overlap(device_id, user, other, c_from, c_to)
+    return idx, (idx, user, start, end, patients[patient_id])
+
+
 def _check_id(value: str, what: str) -> None:
     if not isinstance(value, str) or not _ID.fullmatch(value):
         raise RegistryError("INVALID", f"{what} {value!r}: use 1-64 characters of [A-Za-z0-9_.-]", value)
@@ -1690,7 +1847,7 @@ def _checked_targets(targets: Mapping) -> dict:
             checked[name] = value
         else:
             raise RegistryError("INVALID", f"target {name!r} is neither 'plan' nor a threshold of "
-                                           f"core.rules.THRESHOLDS ({', '.join(THRESHOLDS)})", name)
+                                           f"core.rule_tables.THRESHOLDS ({', '.join(THRESHOLDS)})", name)
     return checked
 
 

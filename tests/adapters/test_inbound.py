@@ -14,7 +14,7 @@ from adapters import gatt_encode as enc
 from adapters.devices import DeviceIndex
 from adapters.inbound import NO_DEVICE, Decoded, Inbound, decode_messages
 from adapters.wire import MAX_ELEMENTS, MAX_PAYLOAD_OCTETS
-from core.bind import OPEN_END, Bindings
+from core.bindings import OPEN_END, Bindings
 from core.codes import NO_USER, Kind, Reason
 from core.pipeline import Pipeline
 from core.reference.fingerprint import fnv1a64

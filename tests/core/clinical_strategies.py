@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import core
 from core.codes import Flag, Kind, Reason
-from core.rules import N_PARAMS, Param, default_thresholds
+from core.rule_tables import N_PARAMS, Param, default_thresholds
 
 DAY_MS = 86_400_000
 BASE_MS = 1_764_028_800_000  # 2025-11-25T00:00:00Z

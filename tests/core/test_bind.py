@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import core
-from core.bind import OPEN_END, Bindings
+from core.bindings import OPEN_END, Bindings
 from core.codes import NO_PATIENT, NO_USER, Kind, Reason
 from tests.conftest import differential
 from tests.core.strategies import batches

@@ -7,7 +7,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import core
 from core.codes import Flag, Kind, Reason
-from core.dedup import KEY_DTYPE, TAG_CONTEXT_SEQ, TAG_FINGERPRINT, TAG_SEQ
+from core.dedup_keys import KEY_DTYPE, TAG_CONTEXT_SEQ, TAG_FINGERPRINT, TAG_SEQ
 from tests.conftest import DIFFERENTIAL_EXAMPLES, differential
 from tests.core.strategies import batches
 

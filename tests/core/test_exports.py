@@ -30,3 +30,16 @@ def test_purepython_switch_selects_the_twins():
     probe = ("import core, core.reference; "
              f"assert core.PUREPYTHON and all(getattr(core, n) is getattr(core.reference, n) for n in {SWITCHED!r})")
     subprocess.run([sys.executable, "-c", probe], env={"PMP_PUREPYTHON": "1", "PATH": ""}, check=True)
+
+
+def test_import_core_imports_no_kernel_until_a_switched_name_is_used():
+    probe = ("import sys, core; core.Pipeline, core.THRESHOLDS, core.KEY_DTYPE, core.Bindings, core.empty_batch; "
+             "assert not {'numba', 'core.compiled', 'core.reference'} & set(sys.modules); "
+             "assert core.bind is core.implementation.bind")
+    subprocess.run([sys.executable, "-c", probe], check=True)
+
+
+def test_a_kernel_module_imported_first_does_not_hide_its_function():
+    probe = ("import core.compiled, core.reference, core.bind, core.validate, core; "
+             "assert core.bind is core.implementation.bind and core.validate is core.implementation.validate")
+    subprocess.run([sys.executable, "-c", probe], check=True)

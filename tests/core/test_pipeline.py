@@ -6,10 +6,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import core
-from core.bind import OPEN_END, Bindings
+from core.bindings import OPEN_END, Bindings
 from core.codes import NO_USER, Flag, Kind, Reason
 from core.pipeline import Pipeline
-from core.rules import Rule
+from core.rule_tables import Rule
 from tests.conftest import differential
 from tests.core.strategies import NOW_MS, batches
 

@@ -11,8 +11,8 @@ import core
 import core.compiled
 import core.reference
 from core.codes import Flag, Kind, Reason
-from core.rules import (NO_CGM_TIME, READING_FAMILIES, RULES, SEVERITY_RANK, THRESHOLDS, Param, Rule, cgm_state,
-                        default_thresholds)
+from core.rule_tables import (NO_CGM_TIME, READING_FAMILIES, RULES, SEVERITY_RANK, THRESHOLDS, Param, Rule,
+                              cgm_state, default_thresholds)
 from tests.conftest import differential
 from tests.core.clinical_strategies import make_batch, BASE_MS, mixed_batches, thresholds
 
@@ -221,7 +221,7 @@ def test_compiled_equals_twin(data, table):
 
 
 def test_late_alerts_are_never_emergencies():
-    from core.rules import severity_and_route
+    from core.rule_tables import severity_and_route
 
     assert severity_and_route(Rule.BP_CRISIS, False) == ("emergency", ("physician", "nurse"))
     assert severity_and_route(Rule.BP_CRISIS, True) == ("urgent", ("physician",))

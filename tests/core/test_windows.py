@@ -13,8 +13,8 @@ import core
 import core.compiled
 import core.reference
 from core.codes import Flag, Kind, Reason
-from core.rules import Param, Rule, default_thresholds
-from core.windows import EMPTY_DAY, N_METRICS, RING_DAYS, WINDOW_ALERT_DTYPE, Acc, Metric
+from core.rule_tables import Param, Rule, default_thresholds
+from core.window_layout import EMPTY_DAY, N_METRICS, RING_DAYS, WINDOW_ALERT_DTYPE, Acc, Metric
 from tests.conftest import DIFFERENTIAL_EXAMPLES, IMPLEMENTATIONS, differential
 from tests.core.clinical_strategies import make_batch, BASE_DAY, DAY_MS, batches, mixed_batches, thresholds, tz_minutes
 

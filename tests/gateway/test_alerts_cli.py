@@ -8,7 +8,7 @@ import typing
 import pytest
 
 import core
-from core.rules import Role
+from core.rule_tables import Role
 from gateway.alerts_cli import format_age
 from gateway.cli import main
 from gateway.clock import now_ms

@@ -9,11 +9,11 @@ import msgpack
 import pytest
 
 from adapters.mqtt import Received
-from core.rules import THRESHOLDS, Param
+from core.rule_tables import THRESHOLDS, Param
 from gateway.cli import main
 from gateway.clock import now_ms
 from gateway.ingest import DAY_MS, Ingest
-from gateway.registry_cli import EXIT_SKIPPED
+from gateway.csv_import import EXIT_SKIPPED
 from gateway.store import Store
 
 NOW = now_ms()
@@ -242,7 +242,7 @@ def test_individual_targets_change_what_the_running_core_raises(pmpgw, db):
         ingest = Ingest(store)  # started before any patient: targets arrive with registry changes
         ok(pmpgw("patients", "add", "TARGET", "--bp-target", "150/95"))
         ok(pmpgw("patients", "add", "DEFAULT"))
-        store.add_patient("LOWER", targets={"crisis_sys": 170})  # any core.rules.THRESHOLDS name
+        store.add_patient("LOWER", targets={"crisis_sys": 170})  # any core.rule_tables.THRESHOLDS name
         for device, patient in (("cuff-t", "TARGET"), ("cuff-d", "DEFAULT"), ("cuff-l", "LOWER")):
             ok(pmpgw("devices", "add", device, "--kind", "bp"))
             ok(pmpgw("bind", device, patient))
@@ -268,3 +268,129 @@ def test_a_publisher_first_seen_with_garbage_is_registered_unknown_then_given_it
         ("new-1", "unknown")]
     assert "device new-1 registered as glu (index 0)" in ok(pmpgw("devices", "add", "new-1", "--kind", "glu"))
     assert audit(db) == [("gateway", "device.add", "new-1"), ("cli", "device.kind", "new-1")]
+
+
+DEVICES = "id,kind,patient,from,to,user\n"
+
+
+def test_devices_import_is_all_or_nothing_and_reports_every_bad_row(pmpgw, db, tmp_path):
+    for patient in ("A", "B"):
+        ok(pmpgw("patients", "add", patient))
+    ok(pmpgw("devices", "add", "old-1", "--kind", "bp"))
+    ok(pmpgw("devices", "add", "ret-1", "--kind", "bp"))
+    ok(pmpgw("devices", "retire", "ret-1", "--at", "2025-01-01T00:00"))
+    with Store.open(db) as store:  # first seen by the gateway; seen-2 bound before its kind is known
+        store.add_device("seen-1", "unknown", actor="gateway")
+        store.add_device("seen-2", "unknown", actor="gateway")
+    ok(pmpgw("bind", "seen-2", "B", "--from", "2025-01-01T00:00"))
+    csv = tmp_path / "devices.csv"
+    csv.write_text(DEVICES +
+                   "tono-1,bp,A,2025-01-01T00:00,,\n"       # 2 good
+                   "AA:BB:CC:DD:EE:FF,glu,A,,,1\n"          # 3 good: a shared meter's slot 1...
+                   "AA:BB:CC:DD:EE:FF,glu,B,,,2\n"          # 4 ...and slot 2
+                   "hub-1,hub,,,,\n"                        # 5 good, not bound
+                   "seen-1,cgm,B,2025-03-01T00:00,,\n"      # 6 good: takes its kind
+                   "aa:bb:cc:dd:ee:01,glu,,,,\n"            # 7 a BLE address in lower case
+                   "cuff-x,scale,,,,\n"                     # 8 kind
+                   "old-1,bp,,,,\n"                         # 9 registered already
+                   "ret-1,bp,A,2025-06-01T00:00,,\n"        # 10 retired
+                   "cuff-y,bp,NOBODY,,,\n"                  # 11 patient not registered
+                   "cuff-z,bp,A,2025-05-01,2025-04-01,\n"   # 12 ends before it starts
+                   "tono-1,bp,B,2025-06-01T00:00,,\n"       # 13 overlaps line 2
+                   "seen-2,bp,A,2025-02-01T00:00,,\n"       # 14 overlaps its stored binding
+                   "hub-1,hub,,,,\n"                        # 15 duplicate of line 5
+                   "cuff-w,bp,A,soon,,\n"                   # 16 from unreadable
+                   "cuff-v,bp,A,,,300\n")                   # 17 slot out of range
+    status, out, err = pmpgw("devices", "import", csv)
+    assert status == 2 and "16 rows, 11 bad, 0 devices imported, 0 bound" in out
+    assert err.splitlines() == [
+        "pmpgw: INVALID: line 7: device id 'aa:bb:cc:dd:ee:01': use 1-64 of [A-Za-z0-9_.-], or a BLE address in "
+        "upper case with colons (AA:BB:CC:DD:EE:FF)",
+        "pmpgw: INVALID: line 8: device kind 'scale' is not one of bp, glu, cgm, hub",
+        "pmpgw: EXISTS: line 9: device 'old-1' already exists (kind bp)",
+        "pmpgw: RETIRED: line 10: device 'ret-1' was retired at 2025-01-01T00:00:00Z: it cannot be registered or "
+        "bound again",
+        "pmpgw: UNKNOWN: line 11: patient 'NOBODY' is not registered: register patients before binding devices to "
+        "them (pmpgw patients import)",
+        "pmpgw: INVALID: line 12: binding ends (2025-04-01T00:00:00Z) before it starts (2025-05-01T00:00:00Z)",
+        "pmpgw: OVERLAP: line 13: device 'tono-1' (any slot) is already bound to patient 'A' from "
+        "2025-01-01T00:00:00Z to open end: unbind it first, or choose a later start",
+        "pmpgw: OVERLAP: line 14: device 'seen-2' (any slot) is already bound to patient 'B' from "
+        "2025-01-01T00:00:00Z to open end: unbind it first, or choose a later start",
+        "pmpgw: DUPLICATE: line 15: device 'hub-1' is already on line 5: a device is on several lines only to be "
+        "bound several times, each line with a patient",
+        "pmpgw: INVALID: line 16: from 'soon' is neither ISO 8601 (2026-11-25T08:00) nor ms since epoch",
+        "pmpgw: INVALID: line 17: user slot 300 outside 0..254"]
+    assert [d["id"] for d in json.loads(ok(pmpgw("devices", "list", "--json")))] == ["old-1", "ret-1", "seen-1",
+                                                                                   "seen-2"]
+    status, out, _ = pmpgw("devices", "import", csv, "--check", "--json")
+    summary = json.loads(out)
+    assert status == 2 and (summary["imported"], summary["bound"], summary["rows"], len(summary["bad"])) == (
+        0, 0, 16, 11)
+    assert summary["bad"][1] == {"line": 8, "reason": "INVALID", "value": "scale",
+                                 "message": "device kind 'scale' is not one of bp, glu, cgm, hub"}
+    with Store.open(db) as watcher:
+        version = watcher.registry_version()
+        status, out, err = pmpgw("devices", "import", csv, "--skip-bad")
+        assert watcher.registry_version() == version + 1
+    assert status == EXIT_SKIPPED and "16 rows, 11 bad, 4 devices imported, 4 bound" in out
+    assert len(err.splitlines()) == 11
+    listed = {d["id"]: (d["kind"], d["patients"]) for d in json.loads(ok(pmpgw("devices", "list", "--json")))}
+    assert listed == {"old-1": ("bp", []), "ret-1": ("bp", []), "seen-1": ("cgm", ["B"]), "seen-2": ("unknown", ["B"]),
+                      "tono-1": ("bp", ["A"]), "AA:BB:CC:DD:EE:FF": ("glu", ["A", "B"]), "hub-1": ("hub", [])}
+    shared = json.loads(ok(pmpgw("devices", "show", "AA:BB:CC:DD:EE:FF", "--json")))["bindings"]
+    assert [(b["patient"], b["user"], b["from"], b["to"]) for b in shared] == [("A", 1, 0, None), ("B", 2, 0, None)]
+    assert audit(db)[-1] == ("cli", "devices.add", None)
+    status, out, err = pmpgw("devices", "import", csv, "--skip-bad")  # again: nothing left to import
+    assert status == 2 and "16 rows, 16 bad, 0 devices imported, 0 bound" in out
+    assert "pmpgw: EXISTS: line 2: device 'tono-1' already exists (kind bp)" in err
+
+
+def test_devices_import_check_then_import_of_a_good_file(pmpgw, db, tmp_path):
+    ok(pmpgw("patients", "add", "A"))
+    csv = tmp_path / "devices.csv"
+    csv.write_text(DEVICES + "tono-1,bp,A,2025-01-01,2025-02-01,\ntono-1,bp,A,2025-03-01,,\n")
+    assert "2 rows checked, 0 bad" in ok(pmpgw("devices", "import", csv, "--check"))
+    assert json.loads(ok(pmpgw("devices", "list", "--json"))) == []
+    assert "2 rows, 0 bad, 1 devices imported, 2 bound" in ok(pmpgw("devices", "import", csv))
+    assert audit(db)[-1] == ("cli", "devices.add", "tono-1")
+    status, _, err = pmpgw("devices", "import", tmp_path / "missing.csv")
+    assert status == 2 and err.startswith("pmpgw: FILE: cannot read")
+
+
+def test_an_imported_device_has_its_readings_stored_for_the_patient_bound_at_their_time(pmpgw, db, tmp_path):
+    t0, t1 = NOW - 10 * DAY_MS, NOW - 5 * DAY_MS
+    for patient in ("A", "B"):
+        ok(pmpgw("patients", "add", patient))
+    csv = tmp_path / "devices.csv"
+    csv.write_text(DEVICES + f"tono-1,bp,A,{t0},{t1},\ntono-1,bp,B,{t1},,\ntono-2,bp,,,,\n")
+    with Store.open(db) as store:
+        ingest = Ingest(store)  # the running gateway's writer takes the import made after it started
+        ok(pmpgw("devices", "import", csv))
+        outcome = ingest.process([message("tono-1", [bp(1, t0 - 1), bp(2, t0), bp(3, t1 - 1), bp(4, t1)]),
+                                  message("tono-2", [bp(1, t1)], mid=2)], NOW)
+        assert outcome.result.stored == 3
+        assert [r["seq"] for r in store.readings("A")] == [2, 3]
+        assert [r["seq"] for r in store.readings("B")] == [4]
+        assert sorted((q["device"], q["seq"], q["reason"]) for q in store.quarantine()) == [
+            ("tono-1", 1, "UNBOUND"), ("tono-2", 1, "UNBOUND")]
+
+
+def test_devices_import_of_many_rows_is_one_transaction(pmpgw, db, tmp_path):
+    n = 20_000
+    patients, devices = tmp_path / "patients.csv", tmp_path / "devices.csv"
+    patients.write_text("id\n" + "".join(f"P{i}\n" for i in range(n)))
+    devices.write_text(DEVICES + "".join(f"dev-{i},{('bp', 'glu', 'cgm')[i % 3]},P{i},2026-11-01T00:00,,\n"
+                                         for i in range(n)))
+    ok(pmpgw("patients", "import", patients))
+    with Store.open(db) as watcher:
+        version = watcher.registry_version()
+        started = time.perf_counter()
+        assert f"{n} rows, 0 bad, {n} devices imported, {n} bound" in ok(pmpgw("devices", "import", devices))
+        elapsed = time.perf_counter() - started
+        assert watcher.registry_version() == version + 1  # one bump for the whole file
+        assert len(watcher.device_index()) == n
+        bindings = watcher.bindings().rows
+        assert len(bindings) == n and (bindings["patient"] == bindings["device"]).all()
+    assert elapsed < 5, f"{n} rows took {elapsed:.1f} s"
+    assert sum(action == "devices.add" for _, action, _ in audit(db)) == 1

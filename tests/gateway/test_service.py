@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from adapters.mqtt import LinkSettings, MqttLink
-from core.windows import Acc, Metric
+from core.window_layout import Acc, Metric
 from gateway.service import Gateway, ServiceSettings
 from gateway.store import Store
 

@@ -614,8 +614,35 @@ def test_add_patients_is_all_or_nothing_and_rejects_each_bad_patient(store):
     assert (info.value.reason, info.value.value) == ("EXISTS", "A")
 
 
+def test_add_devices_registers_and_binds_in_one_call_and_rejects_each_bad_entry(store):
+    store.add_patient("P0", now_ms=NOW)
+    store.add_device("seen", "unknown", now_ms=NOW)  # registered by the gateway on first sight
+    devices = [
+        {"id": "D0", "kind": "bp", "patient": "P0", "from": NOW, "to": None, "user": None},
+        {"id": "D0", "kind": "bp"},                                    # listed again without a binding
+        {"id": "D0", "kind": "glu", "patient": "P0", "from": NOW + HOUR},  # listed again with another kind
+        {"id": "D0", "kind": "bp", "patient": "P0", "from": NOW - HOUR, "to": NOW},  # its next binding
+        {"id": "D1", "kind": "hub", "from": NOW},                      # from without a patient
+        {"id": "D2", "kind": "unknown"},                               # the gateway's kind
+        {"id": "seen", "kind": "cgm"},
+        {"id": "D3", "kind": "glu", "patient": "P0", "user": 1},
+    ]
+    result = store.add_devices(devices, now_ms=NOW)
+    assert (result.valid, result.added, result.bound) == (4, 0, 0)
+    assert [(r.index, r.reason, r.value) for r in result.rejected] == [
+        (1, "EXISTS", "D0"), (2, "EXISTS", "D0"), (4, "INVALID", NOW), (5, "INVALID", "unknown")]
+    assert store.device_index() == {"seen": 0}
+    done = store.add_devices(devices, skip_bad=True, source="devices.csv", now_ms=NOW)
+    assert (done.valid, done.added, done.bound) == (4, 3, 3)
+    assert store.device_index() == {"seen": 0, "D0": 1, "D3": 2} and store.device("seen")["kind"] == "cgm"
+    assert [(b["patient"], b["from"], b["to"]) for b in store.device("D0")["bindings"]] == [
+        ("P0", NOW - HOUR, NOW), ("P0", NOW, None)]
+    assert store.device("D3")["bindings"][0]["user"] == 1
+    assert audit_actions(store)[-1] == ("cli", "devices.add", None)
+
+
 def test_thresholds_are_the_defaults_with_each_patients_targets(store):
-    from core.rules import THRESHOLDS, Param
+    from core.rule_tables import THRESHOLDS, Param
 
     store.add_patient("A", targets={"crisis_sys": 170, "home_sys": 125.5, "plan": {"bp": 1}})
     store.add_patient("B")

@@ -10,9 +10,9 @@ import pytest
 import trio
 
 from adapters.mqtt import LinkSettings, MqttLink, Received
-from core.bind import BINDING_DTYPE, OPEN_END
+from core.bindings import BINDING_DTYPE, OPEN_END
 from core.codes import NO_USER
-from core.rules import Rule
+from core.rule_tables import Rule
 from gateway.activity import NEVER, Activity
 from gateway.clock import now_ms
 from gateway.ingest import DAY_MS, Ingest
