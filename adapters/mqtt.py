@@ -147,6 +147,7 @@ class MqttLink:
         self.settings = settings
         self.stats = LinkStats()
         self._inbox: collections.deque[Received] = collections.deque()
+        self._inbox_bytes = 0  # payload octets in the inbox
         self._arrived = trio.Event()
         self._taken = trio.Event()
         self._closing = False
@@ -233,6 +234,7 @@ class MqttLink:
             return
         self._inbox.append(Received(message.topic, message.payload, message.mid, message.qos, self._connection,
                                     time.time_ns() // 1_000_000))
+        self._inbox_bytes += len(message.payload)
         self.stats.received += 1
         self._arrived.set()
 
@@ -340,20 +342,27 @@ class MqttLink:
         await self._connected.wait()
 
     async def receive_batch(self, max_messages: int, max_wait_s: float, max_bytes: int = 2**62) -> list[Received]:
-        """Wait for at least one message, then up to ``max_wait_s`` more for a full batch;
-        return at most ``max_messages`` messages in arrival order (removed from the inbox),
-        stopping after the one that brings the payloads to ``max_bytes``."""
-        while not self._inbox:
-            self._arrived = trio.Event()
-            await self._arrived.wait()
-        with trio.move_on_after(max_wait_s):
-            while len(self._inbox) < max_messages:
+        """Return at most ``max_messages`` messages in arrival order (removed from the
+        inbox), stopping after the one that brings the payloads to ``max_bytes``.
+
+        Messages that waited while the caller was busy (committing the last batch) are
+        returned at once: under load, batches form from what arrived meanwhile. Only an
+        empty inbox is waited on: for the first message, then up to ``max_wait_s`` more for
+        a full batch (a trickle of messages still makes one commit, not one each).
+        """
+        if not self._inbox:
+            while not self._inbox:
                 self._arrived = trio.Event()
                 await self._arrived.wait()
+            with trio.move_on_after(max_wait_s):
+                while len(self._inbox) < max_messages and self._inbox_bytes < max_bytes:
+                    self._arrived = trio.Event()
+                    await self._arrived.wait()
         batch, size = [], 0
         while self._inbox and len(batch) < max_messages and size < max_bytes:
             batch.append(self._inbox.popleft())
             size += len(batch[-1].payload)
+        self._inbox_bytes -= size
         self._taken.set()
         return batch
 

@@ -147,6 +147,24 @@ async def test_batches_stop_at_the_byte_bound(broker):
         link.ack(first + rest)
 
 
+async def test_a_backlog_is_taken_at_once_and_a_trickle_gathered_up_to_a_bound(broker):
+    """Messages that waited while the gateway committed make the next batch without the
+    gather wait (30 s here: waiting would trip the 5 s guard); from an empty inbox the
+    gather ends as soon as the batch reaches its byte bound."""
+    async with running(broker) as link:
+        await trio.to_thread.run_sync(publish, broker, [bytes(100)] * 5)
+        await until_backlog(link, 5)
+        with trio.fail_after(5):
+            backlog = await link.receive_batch(500, 30.0)
+        assert len(backlog) == 5
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, publish, broker, [bytes(100)] * 4)
+            with trio.fail_after(5):
+                trickle = await link.receive_batch(500, 30.0, max_bytes=400)
+        assert len(trickle) == 4
+        link.ack(backlog + trickle)
+
+
 async def until_backlog(link: MqttLink, n: int) -> None:
     with trio.fail_after(5):
         while link.backlog < n:
