@@ -641,6 +641,13 @@ class Store:
                 raise _store_error(error, self._timeout) from error
             raise
 
+    def _rows(self, sql: str, params: Sequence | Mapping = ()) -> Iterator[tuple]:
+        """The rows of a query one at a time (for results too large to hold as a list)."""
+        try:
+            yield from self._conn.execute(sql, params)
+        except sqlite3.Error as error:
+            raise _store_error(error, self._timeout) from error
+
     def _read(self, sql: str, params: Sequence | Mapping = ()) -> list[tuple]:
         try:
             return self._conn.execute(sql, params).fetchall()
@@ -865,7 +872,7 @@ class Store:
         tz_min = self.tz_offsets()
         acc = empty_slots(len(tz_min))
         per_patient = acc.reshape(-1, *_ACC_SHAPE)
-        for patient, blob in self._read(SELECT_WINDOWS, (len(tz_min),)):
+        for patient, blob in self._rows(SELECT_WINDOWS, (len(tz_min),)):  # one ~3 KiB blob at a time
             if len(blob) != _ACC_BYTES:
                 raise StoreError("SCHEMA", f"window state of patient {patient} has {len(blob)} bytes, expected "
                                            f"{_ACC_BYTES}: the ring layout changed; delete the windows rows "
