@@ -28,16 +28,17 @@ class Pipeline:
     patient's UTC offset (minutes); ``thresholds`` float64[n_patients, N_PARAMS] the
     patients' alert thresholds (defaults when omitted); ``dedup_capacity`` the number of
     keys the dedup table is sized for at the start (a gateway passes its store's key
-    count), so that it does not re-insert every key each time it doubles while filling.
+    count), so that it does not re-insert every key each time it doubles while filling;
+    ``windows`` a restored ``impl.WindowState`` for the n_patients (default: empty).
     """
 
     def __init__(self, impl, *, n_patients: int, tz_min: np.ndarray, bindings: Bindings,
-                 thresholds: np.ndarray | None = None, dedup_capacity: int = 0) -> None:
+                 thresholds: np.ndarray | None = None, dedup_capacity: int = 0, windows=None) -> None:
         self.impl = impl
         self.bindings = bindings
         self.thresholds = default_thresholds(n_patients) if thresholds is None else thresholds
         self.dedup = impl.DedupTable(capacity=dedup_capacity)
-        self.windows = impl.WindowState(n_patients, tz_min)
+        self.windows = impl.WindowState(n_patients, tz_min) if windows is None else windows
         self.cgm_last_t, self.cgm_last_glu = cgm_state(n_patients)
 
     def set_registry(self, *, tz_min: np.ndarray, bindings: Bindings, thresholds: np.ndarray | None = None) -> None:

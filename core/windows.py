@@ -26,6 +26,7 @@ from .codes import Flag, Kind, Reason
 from .rule_tables import Param, Rule, default_thresholds
 from .window_layout import (
     BP_WINDOW_DAYS,
+    CACHE_LINE,
     CGM_WINDOW_DAYS,
     DAY_MS,
     MINUTE_MS,
@@ -389,8 +390,13 @@ class WindowState:
         return {"tz_min": self.tz_min.copy(), "acc": self._acc.copy()}
 
     @classmethod
-    def from_arrays(cls, tz_min: np.ndarray, acc: np.ndarray) -> WindowState:
+    def from_arrays(cls, tz_min: np.ndarray, acc: np.ndarray, *, adopt: bool = False) -> WindowState:
         """Restore a state from the arrays ``arrays`` returned (they are copied).
+
+        With ``adopt``, an ``acc`` that is float64, C-contiguous and cache-line aligned (as
+        ``empty_slots`` makes it, e.g. ``Store.load_windows``) becomes the state's own array,
+        neither allocated again nor copied (about 600 MB for 200,000 patients); the caller
+        must not use it afterwards. Any other ``acc`` is copied.
 
         Raises
         ------
@@ -398,8 +404,13 @@ class WindowState:
             acc does not have the ring layout for len(tz_min) patients.
         """
         tz = np.asarray(tz_min, dtype=np.int16)
+        shape = (tz.shape[0] * N_METRICS, RING_DAYS, N_ACC)
+        if acc.shape != shape:
+            raise ValueError(f"acc must have shape {shape}, got {acc.shape}")
+        if adopt and acc.dtype == np.float64 and acc.flags.c_contiguous and acc.ctypes.data % CACHE_LINE == 0:
+            state = cls(0, tz[:0])
+            state.tz_min, state._acc, state._defaults = tz.copy(), acc, default_thresholds(tz.shape[0])
+            return state
         state = cls(tz.shape[0], tz)
-        if acc.shape != state._acc.shape:
-            raise ValueError(f"acc must have shape {state._acc.shape}, got {acc.shape}")
         state._acc[...] = acc
         return state

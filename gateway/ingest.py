@@ -89,11 +89,11 @@ class Ingest:
         window state as saved plus the readings stored since (replayed in id order, into
         the sweeps' activity state too, from the older of the two saves)."""
         store, impl = self.store, self.impl
-        self.pipeline = core.Pipeline(impl, n_patients=len(store.patient_index()), tz_min=store.tz_offsets(),
-                                      bindings=store.bindings(), thresholds=store.thresholds())
-        self.pipeline.dedup = impl.DedupTable.from_keys(store.dedup_keys())  # sized by the keys it holds
         arrays, through = store.load_windows()
-        self.pipeline.windows = impl.WindowState.from_arrays(**arrays)
+        self.pipeline = core.Pipeline(impl, n_patients=len(arrays["tz_min"]), tz_min=arrays["tz_min"],
+                                      bindings=store.bindings(), thresholds=store.thresholds(),
+                                      windows=impl.WindowState.from_arrays(**arrays, adopt=True))
+        self.pipeline.dedup = impl.DedupTable.from_keys(store.dedup_keys())  # sized by the keys it holds
         self._windows_dirty = np.zeros(len(arrays["tz_min"]), dtype=bool)
         after = min(through, self.activity.through)
         while True:

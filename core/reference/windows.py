@@ -206,8 +206,9 @@ class WindowState:
         return {"tz_min": self.tz_min.copy(), "acc": acc}
 
     @classmethod
-    def from_arrays(cls, tz_min: np.ndarray, acc: np.ndarray) -> WindowState:
-        """Twin of ``core.windows.WindowState.from_arrays``."""
+    def from_arrays(cls, tz_min: np.ndarray, acc: np.ndarray, *, adopt: bool = False) -> WindowState:
+        """Twin of ``core.windows.WindowState.from_arrays``; this state keeps no array, so
+        ``adopt`` changes nothing here."""
         tz = np.asarray(tz_min, dtype=np.int16)
         n = tz.shape[0]
         if acc.shape != (n * N_METRICS, RING_DAYS, N_ACC):

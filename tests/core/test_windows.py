@@ -407,3 +407,27 @@ class WindowStateMachine(RuleBasedStateMachine):
 
 TestWindowStateMachine = WindowStateMachine.TestCase
 TestWindowStateMachine.settings = settings(max_examples=max(DIFFERENTIAL_EXAMPLES // 10, 50), stateful_step_count=20)
+
+
+def test_from_arrays_adopts_an_aligned_state_array_and_copies_any_other():
+    """``adopt``: the store's freshly loaded array becomes the state (no second 600 MB for
+    200,000 patients); an array the caller keeps using is copied."""
+    from core.window_layout import empty_slots
+
+    tz = np.zeros(3, dtype=np.int16)
+    loaded = empty_slots(3)
+    adopted = core.compiled.WindowState.from_arrays(tz, loaded, adopt=True)
+    loaded[4, 0, Acc.N] = 7.0
+    assert adopted.arrays()["acc"][4, 0, Acc.N] == 7.0  # the same memory
+    kept = empty_slots(3)
+    copied = core.compiled.WindowState.from_arrays(tz, kept)
+    kept[4, 0, Acc.N] = 7.0
+    assert copied.arrays()["acc"][4, 0, Acc.N] == 0.0
+    raw = np.zeros(kept.size + 8)
+    start = next(k for k in range(8) if (raw.ctypes.data + 8 * k) % 64)  # off the cache line
+    misaligned = raw[start:start + kept.size].reshape(kept.shape)
+    from_misaligned = core.compiled.WindowState.from_arrays(tz, misaligned, adopt=True)
+    misaligned[4, 0, Acc.N] = 7.0
+    assert from_misaligned.arrays()["acc"][4, 0, Acc.N] == 0.0  # copied: kernels need aligned slots
+    assert np.array_equal(core.reference.WindowState.from_arrays(tz, empty_slots(3), adopt=True).arrays()["acc"],
+                          empty_slots(3))
