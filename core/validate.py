@@ -14,9 +14,9 @@ arrives with reason OK leaves with exactly one reason, checked in this order:
 Side effects on OK and rejected readings alike: a reading without a measurement time takes
 its arrival time ``rx`` (flags HAS_TIME | T_FROM_RX), and one measured more than 24 h
 before it arrived gets the LATE flag. Records of kind GLU_CONTEXT get the same time
-handling but no value or time checks (they carry no measurement of their own); a record of
-kind NONE is SCHEMA. Records that arrive with a reason other
-than OK are left as they are.
+handling and time checks (FUTURE, STALE) but no value checks (they carry no measurement of
+their own); a record of kind NONE is SCHEMA. Records that arrive with a reason other than
+OK are left as they are.
 """
 
 from __future__ import annotations
@@ -102,9 +102,7 @@ def validate(kind, flags, t, rx, v, reason, now_ms):
             flags[i] |= _HAS_TIME | _T_FROM_RX
         if t[i] < rx[i] - LATE_AGE_MS:
             flags[i] |= _LATE
-        if k == _CONTEXT:
-            continue
-        r = _value_reason(k, flags[i], v[i, 0], v[i, 1], v[i, 2], v[i, 3])
+        r = _OK if k == _CONTEXT else _value_reason(k, flags[i], v[i, 0], v[i, 1], v[i, 2], v[i, 3])
         if r == _OK:
             if t[i] > now_ms + FUTURE_TOLERANCE_MS:
                 r = _FUTURE

@@ -51,9 +51,8 @@ def validate(kind: np.ndarray, flags: np.ndarray, t: np.ndarray, rx: np.ndarray,
         measured, arrived = int(t[i]), int(rx[i])
         if measured < arrived - LATE_AGE_MS:
             flags[i] |= Flag.LATE
-        if kind[i] == Kind.GLU_CONTEXT:
-            continue
-        verdict = _value_reason(int(kind[i]), int(flags[i]), [float(x) for x in v[i]])
+        verdict = (Reason.OK if kind[i] == Kind.GLU_CONTEXT else
+                   _value_reason(int(kind[i]), int(flags[i]), [float(x) for x in v[i]]))
         if verdict == Reason.OK and measured > now_ms + FUTURE_TOLERANCE_MS:
             verdict = Reason.FUTURE
         elif verdict == Reason.OK and (measured < now_ms - STALE_AGE_MS or measured < EARLIEST_T_MS):

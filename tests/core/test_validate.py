@@ -116,6 +116,14 @@ def test_context_records_get_time_but_no_value_checks(impl):
     assert batch["t"][0] == NOW_MS
 
 
+def test_context_records_get_time_checks(impl):
+    """Regression (tests/faults/test_hostile_input.py): a context record whose hub rx was 0
+    was stored at 1970; its time is checked like any reading's."""
+    assert run(impl, one(Kind.GLU_CONTEXT, (NAN,), t=0, flags=0, rx=0)) == Reason.STALE
+    assert run(impl, one(Kind.GLU_CONTEXT, (NAN,), t=EARLIEST_T_MS - 1)) == Reason.STALE
+    assert run(impl, one(Kind.GLU_CONTEXT, (NAN,), t=NOW_MS + DAY_MS)) == Reason.FUTURE
+
+
 def test_unknown_kind_is_schema_and_earlier_reasons_stay(impl):
     assert run(impl, one(Kind.NONE, (120, 80))) == Reason.SCHEMA
     assert run(impl, one(Kind.BP, (NAN, NAN), reason=Reason.DECODE)) == Reason.DECODE
