@@ -24,6 +24,7 @@ MODULES = [
     "bench.core_pipeline",
     "bench.store_insert_ceiling",
     "bench.e2e_ingest",
+    "bench.faults_kill_restart",
     "bench.report_protocol",
     "bench.report_coverage",
     "bench.cli_status_once",

@@ -257,11 +257,19 @@ class Ingest:
         for code, group in zip(codes.tolist(), np.split(order, starts[1:])):
             route, publisher = publishers[code]
             hub = route is Route.GATT
-            acked = (self.hub_acks if hub else self.device_acks).commit(publisher, seq_of_row[group])
+            acks = self.hub_acks if hub else self.device_acks
+            acked = acks.commit(publisher, seq_of_row[group])
             if acked is not None:
                 moved["hub" if hub else "dev"][publisher] = acked
-                out.append((hub_ack_topic(publisher), json.dumps({"hseq": acked}).encode()) if hub else
-                           (device_ack_topic(publisher), json.dumps({"seq": acked}).encode()))
+            else:
+                # A re-send of what was acked already: the publisher missed that ack (it was
+                # offline, or the gateway died between commit and publish) and keeps
+                # re-sending until it hears one, so say the current ack again.
+                acked = acks.acked(publisher)
+                if acked is None or not (seq_of_row[group] <= acked).any():
+                    continue
+            out.append((hub_ack_topic(publisher), json.dumps({"hseq": acked}).encode()) if hub else
+                       (device_ack_topic(publisher), json.dumps({"seq": acked}).encode()))
         for route, acks in moved.items():
             self.store.save_publisher_acks(route, acks)
         return out
