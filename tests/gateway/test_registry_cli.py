@@ -3,7 +3,6 @@ registry's effect on a running writer (bindings at their boundaries, individual 
 
 import json
 import sqlite3
-import time
 
 import msgpack
 import pytest
@@ -160,13 +159,10 @@ def test_import_of_many_rows_is_one_transaction(pmpgw, db, tmp_path):
                                     for i in range(n)))
     with Store.open(db) as watcher:
         version = watcher.registry_version()
-        started = time.perf_counter()
         assert f"{n} rows, 0 bad, {n} patients imported" in ok(pmpgw("patients", "import", csv))
-        elapsed = time.perf_counter() - started
         assert watcher.registry_version() == version + 1  # one bump for the whole file
         assert len(watcher.patient_index()) == n
         assert watcher.thresholds()[n - 1, Param.home_sys] == 125 + (n - 1) % 10
-    assert elapsed < 15, f"{n} rows took {elapsed:.1f} s"
     assert sum(action == "patients.add" for _, action, _ in audit(db)) == 1
 
 
@@ -385,12 +381,9 @@ def test_devices_import_of_many_rows_is_one_transaction(pmpgw, db, tmp_path):
     ok(pmpgw("patients", "import", patients))
     with Store.open(db) as watcher:
         version = watcher.registry_version()
-        started = time.perf_counter()
         assert f"{n} rows, 0 bad, {n} devices imported, {n} bound" in ok(pmpgw("devices", "import", devices))
-        elapsed = time.perf_counter() - started
         assert watcher.registry_version() == version + 1  # one bump for the whole file
         assert len(watcher.device_index()) == n
         bindings = watcher.bindings().rows
         assert len(bindings) == n and (bindings["patient"] == bindings["device"]).all()
-    assert elapsed < 5, f"{n} rows took {elapsed:.1f} s"
     assert sum(action == "devices.add" for _, action, _ in audit(db)) == 1

@@ -108,10 +108,7 @@ def test_gateways_up_or_down_by_their_retained_state_with_their_live_stats(broke
     with Store.open(db) as store:
         store.save_gateway_stats({**live, "gw": "gw1", "state": "down"}, now_ms=NOW - HOUR)  # its previous run
         store.save_gateway_stats({**live, "gw": "gw2"}, now_ms=NOW)
-        started = time.perf_counter()
         stats = status_cli.collect(store, db)
-        elapsed = time.perf_counter() - started
-    assert elapsed < 0.1  # the broker's retained messages come within milliseconds
     assert [(g["gw"], g["state"]) for g in stats["gateways"]] == [("gw1", "up"), ("gw2", "down")]
     assert (stats["gw"], stats["state"], stats["rate_1m"], stats["queue_depth"]) == ("gw1", "up", 812.5, 7)
     assert (stats["gateways"][1]["rate_1m"], stats["gateways"][1]["queue_depth"]) == (0.0, 0)
