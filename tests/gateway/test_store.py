@@ -13,7 +13,7 @@ from core.dedup import DedupTable
 from core.pipeline import Pipeline
 from core.windows import WindowState
 from gateway.store import RegistryError, Store, StoreError
-from gateway.store.sql import MIGRATIONS
+from gateway.store.sql import MIGRATIONS, SCHEMA_TABLE
 from gateway.store.store import COOLDOWN_MS
 
 NOW = 1_764_072_000_000
@@ -70,15 +70,20 @@ def test_newer_schema_is_refused(tmp_path):
     assert info.value.reason == "SCHEMA"
 
 
-def test_migration_2_packs_v1_readings_into_columns_and_detail(tmp_path):
-    """A v1 file's readings keep their ids, values, keys and audit fields through migration 2."""
-    path = tmp_path / "v1.db"
+def v1_file(path) -> sqlite3.Connection:
+    """A connection to a new database at schema version 1, as released before migration 2."""
     conn = sqlite3.connect(path)
     for statement in MIGRATIONS[0][2]:
         conn.execute(statement)
-    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-                 "applied INTEGER NOT NULL)")
+    conn.execute(SCHEMA_TABLE)
     conn.execute("INSERT INTO schema_migrations VALUES (1, 'v1', 0)")
+    return conn
+
+
+def test_migration_2_packs_v1_readings_into_columns_and_detail(tmp_path):
+    """A v1 file's readings keep their ids, values, keys and audit fields through migration 2."""
+    path = tmp_path / "v1.db"
+    conn = v1_file(path)
     conn.execute("INSERT INTO devices VALUES ('D0', 0, 'glu', NULL, 0)")
     conn.execute("INSERT INTO patients (id, idx, programmes, tz, utc_offset_min, created) "
                  "VALUES ('P0', 0, 'DM2', 'UTC', 0, 0)")
@@ -544,12 +549,7 @@ def audit_actions(store):
 
 def test_migration_3_admits_unknown_devices_and_keeps_devices_and_bindings(tmp_path):
     path = tmp_path / "v1.db"
-    conn = sqlite3.connect(path)
-    for statement in MIGRATIONS[0][2]:
-        conn.execute(statement)
-    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-                 "applied INTEGER NOT NULL)")
-    conn.execute("INSERT INTO schema_migrations VALUES (1, 'v1', 0)")
+    conn = v1_file(path)
     conn.execute("INSERT INTO devices VALUES ('D0', 0, 'bp', 5, 1)")
     conn.execute("INSERT INTO patients (id, idx, programmes, tz, utc_offset_min, created) "
                  "VALUES ('P0', 0, 'AH', 'UTC', 0, 0)")
