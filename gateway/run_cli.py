@@ -12,6 +12,7 @@ import paho.mqtt.client as paho
 import trio
 
 from adapters.mqtt import LinkSettings, MqttLink
+from core.dedup_keys import MAX_CAPACITY, check_max_capacity
 
 from .broker import PrivateBroker
 from .cli_common import add_db_option, broker_address_file, data_dir, parse_address, print_json
@@ -32,6 +33,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--broker", type=parse_address, help="external broker HOST:PORT (default: a private one)")
     run.add_argument("--gw-id", default="gw1", help="gateway id: its MQTT client id is pmpgw-ID (default gw1)")
     run.add_argument("--for", dest="for_s", type=float, default=None, help="drain and stop after this many seconds")
+    run.add_argument("--dedup-slots", type=_slots, default=MAX_CAPACITY, metavar="N",
+                     help=f"bound of the dedup table in memory, slots of 32 bytes, a power of two (default {MAX_CAPACITY:,}"
+                          " = 256 MiB): past it the oldest keys are evicted and looked up in the database when needed")
     add_db_option(run)
     run.set_defaults(handler=_run)
 
@@ -46,6 +50,14 @@ def register(commands: argparse._SubParsersAction) -> None:
                      help="messages per second (default: as fast as the broker takes them)")
     add_db_option(sim)
     sim.set_defaults(handler=_simulate)
+
+
+def _slots(text: str) -> int:
+    """``--dedup-slots``: a power of two (``core.dedup_keys.check_max_capacity``)."""
+    try:
+        return check_max_capacity(int(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -71,7 +83,7 @@ def _run_gateway(args: argparse.Namespace) -> int:
         with Store.open(args.db) as store:
             link = MqttLink(LinkSettings(host=host, port=port, client_id=f"pmpgw-{args.gw_id}",
                                          state_topic=f"pmp/v1/gateway/{args.gw_id}/state"))
-            gateway = Gateway(store, link, ServiceSettings(gw_id=args.gw_id))
+            gateway = Gateway(store, link, ServiceSettings(gw_id=args.gw_id, dedup_max_capacity=args.dedup_slots))
             trio.run(_serve, gateway, args.for_s)
             print_json(gateway.stats("down"))
     finally:

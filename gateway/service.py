@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import gc
 import json
 import logging
@@ -23,6 +24,7 @@ import time
 import trio
 
 from adapters.mqtt import MqttLink, Received
+from core.dedup_keys import MAX_CAPACITY
 
 from . import replay
 from .clock import now_ms
@@ -55,7 +57,8 @@ class ServiceSettings:
     """Batching and reporting. ``batch_max`` messages or ``batch_wait_s`` seconds make a
     batch; keep batch_max at half the link's Receive Maximum, so the broker can deliver the
     next batch while this one commits (a batch of the whole window would leave the broker
-    nothing to send until its acks go out). Stats go out every ``stats_interval_s`` seconds."""
+    nothing to send until its acks go out). Stats go out every ``stats_interval_s`` seconds.
+    ``dedup_max_capacity``: the core's dedup table's bound, slots of 32 bytes (``Ingest``)."""
 
     gw_id: str = "gw1"
     batch_max: int = 500
@@ -67,6 +70,7 @@ class ServiceSettings:
     windows_save_interval_s: float = 300.0
     escalation_interval_s: float = 30.0  # how often open emergencies are checked for escalation (gateway.escalation)
     sweep_interval_s: float = 60.0  # how often the MISSED and DEVICE sweeps run (gateway.sweeps)
+    dedup_max_capacity: int = MAX_CAPACITY
 
 
 class Gateway:
@@ -83,6 +87,7 @@ class Gateway:
         self._writer = trio.CapacityLimiter(1)
         self._draining = False
         self._receiving = trio.CancelScope()
+        self.ingest: Ingest | None = None  # the writer's state, once restored
 
     def drain(self) -> None:
         """Stop taking batches; ``run`` commits and acks what it holds, then returns."""
@@ -91,7 +96,10 @@ class Gateway:
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Restore state from the store, connect, and serve until ``drain``."""
-        ingest = await trio.to_thread.run_sync(Ingest, self.store, limiter=self._writer)
+        ingest = await trio.to_thread.run_sync(
+            functools.partial(Ingest, self.store, dedup_max_capacity=self.settings.dedup_max_capacity),
+            limiter=self._writer)
+        self.ingest = ingest
         tune_gc()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.link.run)
@@ -187,7 +195,7 @@ class Gateway:
 
     def stats(self, state: str = "up") -> dict:
         """The stats JSON of DESIGN.md, plus ``state`` (up, or down in the last report at
-        drain) and the link's and the broker's view."""
+        drain), the link's and the broker's view, and the dedup table's (``Ingest.dedup_stats``)."""
         cutoff = time.monotonic() - 60
         while self.committed and self.committed[0][0] < cutoff:
             self.committed.popleft()
@@ -208,6 +216,7 @@ class Gateway:
             "mqtt": {"connected": link.connected, "connections": link.connections, "stale_acks": link.stale_acks,
                      "broker_dropped": link.broker_dropped, "last_error": link.last_error},
             "store_error": self.last_error,
+            "dedup": None if self.ingest is None else self.ingest.dedup_stats(),
         }
 
     async def _report_stats(self, state: str = "up") -> None:
