@@ -131,7 +131,8 @@ def run(quick: bool) -> list[Result]:
           f"      dedup {s.dedup}", file=sys.stderr)
     setting = (f"`pmpgw run --broker --dedup-slots {sizes.dedup_slots:,}` (this checkout, own process) fed "
                f"{sizes.rate * BATCH_READINGS:,.0f} readings/s ({PROCESSES} bench.publishers processes, {DEVICES} "
-               f"devices, msgpack arrays of {BATCH_READINGS}, QoS 1, private Mosquitto): warm-up {sizes.warmup_s:.0f} s "
+               f"devices, msgpack arrays of {BATCH_READINGS}, QoS 1, private Mosquitto): warm-up "
+               f"{sizes.warmup_s:.0f} s "
                f"({s.committed['warm-up']:,} readings stored), then measured {sizes.measure_s:.0f} s; "
                f"{s.committed['end']:,} readings stored in all, every device acked {s.seconds:.1f} s after the first "
                f"publish; dedup table at the end: {s.dedup['keys']:,} keys in {s.dedup['capacity']:,} slots (peak "

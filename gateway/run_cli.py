@@ -34,8 +34,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--gw-id", default="gw1", help="gateway id: its MQTT client id is pmpgw-ID (default gw1)")
     run.add_argument("--for", dest="for_s", type=float, default=None, help="drain and stop after this many seconds")
     run.add_argument("--dedup-slots", type=_slots, default=MAX_CAPACITY, metavar="N",
-                     help=f"bound of the dedup table in memory, slots of 32 bytes, a power of two (default {MAX_CAPACITY:,}"
-                          " = 256 MiB): past it the oldest keys are evicted and looked up in the database when needed")
+                     help=f"bound of the dedup table in memory, slots of 32 bytes, a power of two (default "
+                          f"{MAX_CAPACITY:,} = 256 MiB): past it the oldest keys are evicted and looked up in the "
+                          "database when needed")
     add_db_option(run)
     run.set_defaults(handler=_run)
 

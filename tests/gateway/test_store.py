@@ -202,7 +202,8 @@ def test_stored_keys_of_a_batch_in_one_search_of_the_unique_index(store):
     batch["flags"][2:4] = Flag.HAS_TIME  # no seq: the fingerprint is the key
     batch["fingerprint"][2:4] = [2**63, 2**64 - 1]
     store.commit_batch(batch, now_ms=NOW)
-    found = store.stored_keys(np.array([0, 0, 0, 1, 1, 0], dtype=np.int32), np.array([1, 2, 2, 1, 1, 1], dtype=np.uint8),
+    found = store.stored_keys(np.array([0, 0, 0, 1, 1, 0], dtype=np.int32),
+                              np.array([1, 2, 2, 1, 1, 1], dtype=np.uint8),
                               np.array([1, 2**64 - 1, 5, 9, 8, 1], dtype=np.uint64))
     assert sorted(found.tolist()) == [(0, 1, 1, 1005, NOW - 1), (0, 2, 2**64 - 1, 2**64 - 1, NOW - 3),
                                       (1, 1, 9, 9120, NOW - 60_000)]
