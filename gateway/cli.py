@@ -17,7 +17,7 @@ from .store import StoreError
 # Command -> the module that adds it; the modules in the order ``pmpgw --help`` lists them.
 COMMANDS: dict[str, str] = {
     "run": "gateway.run_cli",
-    "simulate": "gateway.run_cli",
+    "simulate": "gateway.simulate_cli",
     "bind": "gateway.registry_cli",
     "unbind": "gateway.registry_cli",
     "readings": "gateway.registry_cli",

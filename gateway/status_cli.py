@@ -14,12 +14,14 @@ from its Last Will when it died).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 
 from .alerts_cli import format_age
-from .cli_common import add_db_option, broker_address_file, parse_address, print_json
+from .broker_accounts import MONITOR_USERNAME
+from .cli_common import add_db_option, broker_address_file, monitor_password_file, parse_address, print_json
 from .clock import format_ms, now_ms
 from .store import Store
 
@@ -106,8 +108,9 @@ def live_gateways(db: str, expected: set[str] = frozenset(), timeout_s: float = 
 
     got: dict[str, dict] = {}
     done = []
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"pmpgw-status-{time.time_ns()}",
-                         protocol=paho.MQTTv5)
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=MONITOR_USERNAME, protocol=paho.MQTTv5)
+    with contextlib.suppress(FileNotFoundError):  # no file: a broker that takes anonymous clients
+        client.username_pw_set(MONITOR_USERNAME, monitor_password_file(db).read_text().strip())
     client.on_connect = lambda c, userdata, flags, code, properties: c.subscribe(GATEWAY_TOPICS, qos=0)
     client.on_subscribe = lambda c, userdata, mid, codes, properties: c.unsubscribe(GATEWAY_TOPICS)
     client.on_unsubscribe = lambda c, userdata, mid, codes, properties: done.append(True)

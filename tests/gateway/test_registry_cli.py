@@ -198,7 +198,7 @@ def test_devices_bind_unbind_retire(pmpgw, db):
     assert [b["device"] for b in json.loads(ok(pmpgw("patients", "show", "A", "--json")))["bindings"]] == [
         "tono-1", "tono-1"]
     assert [action for _, action, subject in audit(db) if subject == "tono-1"] == [
-        "device.add", "bind", "bind", "unbind", "bind", "device.retire"]
+        "device.add", "devices.credentials", "bind", "bind", "unbind", "bind", "device.retire"]
 
 
 def bp(seq, t, sys_=120, dia=80):
@@ -263,7 +263,8 @@ def test_a_publisher_first_seen_with_garbage_is_registered_unknown_then_given_it
     assert [(d["id"], d["kind"]) for d in json.loads(ok(pmpgw("devices", "list", "--kind", "unknown", "--json")))] == [
         ("new-1", "unknown")]
     assert "device new-1 registered as glu (index 0)" in ok(pmpgw("devices", "add", "new-1", "--kind", "glu"))
-    assert audit(db) == [("gateway", "device.add", "new-1"), ("cli", "device.kind", "new-1")]
+    assert audit(db) == [("gateway", "device.add", "new-1"), ("cli", "device.kind", "new-1"),
+                         ("cli", "devices.credentials", "new-1")]
 
 
 DEVICES = "id,kind,patient,from,to,user\n"
