@@ -76,6 +76,13 @@ class TlsListener:
     keyfile: pathlib.Path
 
 
+def secured_settings(files_dir: pathlib.Path) -> list[str]:
+    """Configuration lines that admit only the accounts of ``files_dir``'s ``passwd`` and
+    ``acl`` (written by ``write_account_files``), on every listener."""
+    return ["per_listener_settings false", "allow_anonymous false", f"password_file {files_dir / 'passwd'}",
+            f"acl_file {files_dir / 'acl'}"]
+
+
 def config_text(port: int, data_dir: pathlib.Path, *, secured: bool = False, tls: TlsListener | None = None) -> str:
     """The mosquitto.conf of a private broker on 127.0.0.1:port keeping its state in data_dir;
     ``secured``: accounts only, from data_dir's ``passwd`` and ``acl``; ``tls``: a second
@@ -85,16 +92,24 @@ def config_text(port: int, data_dir: pathlib.Path, *, secured: bool = False, tls
     lines = [f"user {pwd.getpwuid(os.geteuid()).pw_name}", f"persistence_location {data_dir}/",
              f"log_dest file {data_dir / 'mosquitto.log'}"]
     lines += [f"{key} {value}" for key, value in BROKER_SETTINGS.items()]
-    if secured:
-        lines += ["per_listener_settings false", "allow_anonymous false",
-                  f"password_file {data_dir / 'passwd'}", f"acl_file {data_dir / 'acl'}"]
-    else:
-        lines += ["allow_anonymous true"]
+    lines += secured_settings(data_dir) if secured else ["allow_anonymous true"]
     listener = SECURED_LISTENER_SETTINGS if secured else ()
     lines += [f"listener {port} 127.0.0.1", *listener]
     if tls is not None:
         lines += [f"listener {tls.port} {tls.host}", *listener, f"certfile {pathlib.Path(tls.certfile).resolve()}",
                   f"keyfile {pathlib.Path(tls.keyfile).resolve()}"]
+    return "\n".join(lines) + "\n"
+
+
+def external_config_text(files_dir: pathlib.Path) -> str:
+    """What an external Mosquitto needs for the gateway's guarantees and accounts (the
+    listeners are the operator's: each needs the SECURED_LISTENER_SETTINGS under it)."""
+    lines = ["# pmp-gateway: sized settings and accounts (pmpgw broker-files)"]
+    lines += [f"{key} {value}" for key, value in BROKER_SETTINGS.items() if key != "log_type"]
+    lines += secured_settings(files_dir)
+    lines += ["# under EVERY listener (a per-listener setting), e.g.:", "# listener 8883",
+              *(f"# {setting}" for setting in SECURED_LISTENER_SETTINGS), "# certfile /etc/mosquitto/certs/server.pem",
+              "# keyfile /etc/mosquitto/certs/server.key"]
     return "\n".join(lines) + "\n"
 
 

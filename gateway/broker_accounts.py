@@ -8,7 +8,7 @@ Every device and hub connects with its own account, its id as the user name (DES
 ids double as MQTT user names) and, with ``use_username_as_clientid``, as its client id
 too, so no client can take another's id (the gateway's above all: a device connecting
 as ``pmpgw-gw1`` with a clean start would wipe the gateway's persistent session and the
-readings queued in it). What each may touch is ``ROLE_TOPICS``, one table. A password
+readings queued in it). What each may touch is ``PUBLISHER_PATTERNS`` and ``ROLE_TOPICS``. A password
 is stored only as its hash, in the format of ``mosquitto_passwd`` (Mosquitto 2.0:
 ``$7$ITERATIONS$SALT$HASH``, PBKDF2-HMAC-SHA512, base64).
 """
@@ -22,6 +22,8 @@ import re
 import secrets
 from collections.abc import Iterable
 
+from adapters.topics import RESERVED_PREFIX
+
 # mosquitto_passwd's own choices for "$7$" (Mosquitto 2.0): 101 PBKDF2-SHA512 iterations,
 # a 12-byte salt, the 64-byte digest.
 HASH_ITERATIONS = 101
@@ -32,14 +34,21 @@ PASSWORD_BYTES = 18  # random bytes of an issued password: 144 bits, 24 URL-safe
 # the password file), no '/', '+' or '#' (they would become topic levels and wildcards in
 # the ACL's topics).
 USERNAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-GATEWAY_PREFIX = "pmpgw-"  # the gateway's own accounts: pmpgw-{gw_id}, and MONITOR_USERNAME
+GATEWAY_PREFIX = RESERVED_PREFIX  # the gateway's own accounts: pmpgw-{gw_id}, and MONITOR_USERNAME
 MONITOR_USERNAME = "pmpgw-monitor"  # what ``pmpgw status`` logs in as to read the retained stats
 
-# Role -> (access, topic) ACL entries; {id} is the account's own user name. Nothing else is
-# allowed: Mosquitto denies what no entry allows.
+# What an account may touch: Mosquitto denies what no entry allows. Devices and hubs get
+# the same ``pattern`` entries, where %u is the user name: each may publish and read under
+# its own id only, and the gateway keeps each kind on its route (``adapters.topics.
+# ROUTE_KINDS``, a reading on the wrong one is TOPIC). Not one ``user`` block per device:
+# Mosquitto 2.0 parses an acl_file in time quadratic in its users, where the password file
+# is linear (bench/broker_accounts.py); the pattern ACL stays four lines at any fleet size.
+PUBLISHER_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("write", "pmp/v1/dev/%u/m"), ("read", "pmp/v1/dev/%u/ack"),
+    ("write", "pmp/v1/hub/%u/gatt"), ("read", "pmp/v1/hub/%u/ack"),
+)
+# The gateway's own accounts: role -> (access, topic) entries under their ``user`` line.
 ROLE_TOPICS: dict[str, tuple[tuple[str, str], ...]] = {
-    "device": (("write", "pmp/v1/dev/{id}/m"), ("read", "pmp/v1/dev/{id}/ack")),
-    "hub": (("write", "pmp/v1/hub/{id}/gatt"), ("read", "pmp/v1/hub/{id}/ack")),
     "gateway": (("readwrite", "pmp/v1/#"), ("read", "$SYS/broker/#")),
     "monitor": (("read", "pmp/v1/gateway/#"),),
 }
@@ -110,11 +119,9 @@ def password_file(accounts: Iterable[Account]) -> str:
 
 
 def acl_file(accounts: Iterable[Account]) -> str:
-    """The text of Mosquitto's ``acl_file``: each account's ROLE_TOPICS entries under its
-    ``user`` line; no ``pattern`` lines, so no account gets what its role does not name."""
-    blocks = []
-    for account in accounts:
-        entries = "".join(f"topic {access} {topic.format(id=account.username)}\n"
-                          for access, topic in ROLE_TOPICS[account.role])
-        blocks.append(f"user {account.username}\n{entries}")
+    """The text of Mosquitto's ``acl_file``: a ``user`` block of ROLE_TOPICS entries for each
+    of the gateway's own accounts, then PUBLISHER_PATTERNS for every account."""
+    blocks = [f"user {a.username}\n" + "".join(f"topic {access} {topic}\n" for access, topic in ROLE_TOPICS[a.role])
+              for a in accounts if a.role in ROLE_TOPICS]
+    blocks.append("".join(f"pattern {access} {topic}\n" for access, topic in PUBLISHER_PATTERNS))
     return "\n".join(blocks)

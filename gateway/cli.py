@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "status": "gateway.status_cli",
     "gatt": "gateway.gatt_cli",
     "report": "gateway.report_cli",
+    "broker-files": "gateway.broker_cli",
 }
 
 

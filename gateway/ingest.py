@@ -75,6 +75,7 @@ class Ingest:
         self.store = store
         self._registry_version = store.registry_version()
         self.devices = DeviceIndex(store.device_index())
+        self.kinds = store.device_kinds()  # id -> registry kind: which route each may publish on
         self.impl = impl
         self.activity = Activity.from_rows(*store.load_activity())  # the sweeps' state; _load_core_state replays
         self._load_core_state()
@@ -161,6 +162,7 @@ class Ingest:
             return False
         self._registry_version = version
         self.devices = DeviceIndex(self.store.device_index())
+        self.kinds = self.store.device_kinds()
         self.pipeline.set_registry(tz_min=self.store.tz_offsets(), bindings=self.store.bindings(),
                                    thresholds=self.store.thresholds())
         return True
@@ -181,7 +183,7 @@ class Ingest:
         the first time (their rows get the store's device indexes)."""
         self.refresh_registry()
         known = len(self.devices)
-        decoded = decode_messages(messages, self.devices)
+        decoded = decode_messages(messages, self.devices, kinds=self.kinds)
         if len(self.devices) > known:
             self._register_new_devices(decoded.batch, known, messages, decoded.message)
         return decoded

@@ -18,7 +18,7 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import msgpack
 import paho.mqtt.client as paho
@@ -141,19 +141,25 @@ class _Publisher:
         self.client.loop_stop()
 
 
-def publish_fleet(address: tuple[str, int], messages: Iterable[tuple[str, bytes]], passwords: dict[str, str], *,
-                  rate: float | None = None, workers: int = 8, connect_timeout_s: float = 15.0,
+def own_topic(messages: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, str, bytes]]:
+    """(publisher, topic, payload) of (topic, payload): each sent by the device or hub its topic names."""
+    for topic, payload in messages:
+        yield topic.split("/")[3], topic, payload
+
+
+def publish_fleet(address: tuple[str, int], messages: Iterable[tuple[str, str, bytes]], passwords: dict[str, str],
+                  *, rate: float | None = None, workers: int = 8, connect_timeout_s: float = 15.0,
                   ack_timeout_s: float = 20.0, progress: Callable[[int], None] = lambda sent: None) -> FleetOutcome:
-    """Publish ``messages`` (topic, payload), each from the device or hub its topic names,
-    logged in with ``passwords[id]``; ``workers`` publishers at a time, at most ``rate``
+    """Publish ``messages`` (publisher, topic, payload), each publisher logged in as itself
+    with ``passwords[publisher]`` and waiting for the ack of its own ack topic (that of the
+    route of its first message); ``workers`` publishers at a time, at most ``rate``
     messages/s in all. ``progress(sent)`` is called as messages go out."""
     by_publisher: dict[tuple[str, str], list[tuple[str, bytes]]] = collections.defaultdict(list)
-    for topic, payload in messages:
-        _, _, family, publisher, _ = topic.split("/")
-        by_publisher[(family, publisher)].append((topic, payload))
+    for publisher, topic, payload in messages:
+        by_publisher[(publisher, topic.split("/")[2])].append((topic, payload))
     outcome, lock, pacer, sent = FleetOutcome(), threading.Lock(), _Pacer(rate), [0]
 
-    def run(family: str, publisher: str, items: list[tuple[str, bytes]]) -> None:
+    def run(publisher: str, family: str, items: list[tuple[str, bytes]]) -> None:
         ack_topic = f"pmp/v1/{family}/{publisher}/ack"
         device = _Publisher(address, publisher, passwords.get(publisher, ""), ack_topic)
         if not device.connect(connect_timeout_s):
@@ -186,7 +192,7 @@ def publish_fleet(address: tuple[str, int], messages: Iterable[tuple[str, bytes]
                 outcome.ack_pending.append(publisher)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        for future in [pool.submit(run, family, publisher, items)
-                       for (family, publisher), items in by_publisher.items()]:
+        for future in [pool.submit(run, publisher, family, items)
+                       for (publisher, family), items in by_publisher.items()]:
             future.result()
     return outcome

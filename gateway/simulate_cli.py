@@ -15,7 +15,7 @@ import time
 
 from . import broker_accounts
 from .cli_common import add_db_option, broker_address_file, data_dir, parse_address, print_json, write_private
-from .sim_devices import publish_fleet
+from .sim_devices import own_topic, publish_fleet
 from .simfleet import DAY_MS, SimulatedFleet
 from .store import RegistryError, Store
 
@@ -58,7 +58,7 @@ def _simulate(args: argparse.Namespace) -> int:
         if sent % 500 == 0:
             print(f"\rpmpgw simulate: {sent:,} messages published", end="", file=sys.stderr, flush=True)
 
-    outcome = publish_fleet(address, fleet.messages(), passwords, rate=args.rate, workers=args.connections,
+    outcome = publish_fleet(address, own_topic(fleet.messages()), passwords, rate=args.rate, workers=args.connections,
                             progress=progress)
     print(f"\rpmpgw simulate: {outcome.published:,} messages accepted by the broker, {outcome.denied:,} refused "
           f"(not authorized); {outcome.gateway_acked:,} devices and hubs acked by the gateway", file=sys.stderr)

@@ -291,6 +291,7 @@ INSERT_STAFF = "INSERT INTO staff (id, name, role) VALUES (?, ?, ?)"
 SELECT_STAFF = "SELECT 1 FROM staff WHERE id = ?"
 PATIENT_IDX = "SELECT idx FROM patients WHERE id = ?"
 ALL_DEVICES = "SELECT id, idx FROM devices"
+DEVICE_KINDS_OF_ALL = "SELECT id, kind FROM devices"
 ALL_PATIENTS = "SELECT id, idx FROM patients"
 PATIENT_OFFSETS = "SELECT idx, utc_offset_min FROM patients"
 OVERLAPPING_BINDING = """SELECT b.id, p.id, b.valid_from, b.valid_to FROM bindings b JOIN patients p ON p.idx = b.patient

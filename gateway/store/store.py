@@ -110,6 +110,7 @@ from .sql import (
     SELECT_STAFF,
     PATIENT_IDX,
     ALL_DEVICES,
+    DEVICE_KINDS_OF_ALL,
     ALL_PATIENTS,
     PATIENT_OFFSETS,
     OVERLAPPING_BINDING,
@@ -1304,6 +1305,10 @@ class Store:
     def device_index(self) -> dict[str, int]:
         """Device id -> registry index."""
         return dict(self._read(ALL_DEVICES))
+
+    def device_kinds(self) -> dict[str, str]:
+        """Device id -> kind (DEVICE_KINDS)."""
+        return dict(self._read(DEVICE_KINDS_OF_ALL))
 
     def patient_index(self) -> dict[str, int]:
         """Patient id -> registry index."""

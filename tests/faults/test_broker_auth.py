@@ -161,8 +161,9 @@ def test_a_device_publishes_only_as_itself_and_reads_only_its_ack(gateway):
         time.sleep(0.3)  # the SUBACKs; Mosquitto grants them, and filters what it delivers by the ACL
         assert one.publish("pmp/v1/dev/tono-1/m", reading(0)) == 0
         assert one.wait_for(acked(one, 0)), one.events
-        # As another device, as a hub, on the alert topic: refused with reason 135, never delivered.
-        for topic in ("pmp/v1/dev/tono-2/m", "pmp/v1/hub/tono-1/gatt", "pmp/v1/alert/B", "pmp/v1/dev/tono-2/ack"):
+        # As another device or hub, on the alert or another's ack topic: refused with reason 135.
+        for topic in ("pmp/v1/dev/tono-2/m", "pmp/v1/hub/tono-2/gatt", "pmp/v1/alert/B", "pmp/v1/dev/tono-2/ack",
+                      "pmp/v1/gateway/gw1/stats"):
             assert one.publish(topic, reading(5, sys_=200)) == NOT_AUTHORIZED, topic
         # tono-2's own crisis reading raises an alert for B, published with tono-2's ack.
         assert two.publish("pmp/v1/dev/tono-2/m", reading(0, sys_=200)) == 0
@@ -178,18 +179,28 @@ def test_a_device_publishes_only_as_itself_and_reads_only_its_ack(gateway):
         two.close()
 
 
-def test_a_hub_publishes_only_gatt_records_under_its_own_id(gateway):
+def test_a_hub_publishes_only_under_its_own_id_and_each_kind_only_on_its_route(gateway):
+    """The broker refuses another's id (135); the gateway refuses a kind on the other route
+    (TOPIC): a tonometer on the hub route could name any BLE meter in a record."""
     db, port, _, passwords = gateway
     hub = Device(port, "hub-1", passwords["hub-1"])
+    one = Device(port, "tono-1", passwords["tono-1"])
     try:
-        assert hub.connack() == 0
-        assert hub.publish("pmp/v1/dev/hub-1/m", reading(0)) == NOT_AUTHORIZED
+        assert hub.connack() == 0 and one.connack() == 0
         assert hub.publish("pmp/v1/dev/tono-1/m", reading(0)) == NOT_AUTHORIZED
         assert hub.publish("pmp/v1/hub/hub-2/gatt", msgpack.packb([])) == NOT_AUTHORIZED
-        assert hub.publish("pmp/v1/hub/hub-1/gatt", msgpack.packb({"hseq": 1, "dev": "AA:BB:CC:DD:EE:01",
-                                                                  "uuid": 0x2A35, "val": b"", "rx": NOW})) == 0
+        assert hub.publish("pmp/v1/dev/hub-1/m", reading(0)) == 0
+        record = {"hseq": 1, "dev": "AA:BB:CC:DD:EE:01", "uuid": 0x2A35, "val": b"\x00", "rx": NOW}
+        assert one.publish("pmp/v1/hub/tono-1/gatt", msgpack.packb(record)) == 0
+        deadline = time.monotonic() + 15
+        while len(quarantined := json.loads(pmpgw(db, "quarantine", "--json").stdout)) < 2:
+            assert time.monotonic() < deadline, quarantined
+            time.sleep(0.2)
+        assert sorted((q["device"], q["reason"]) for q in quarantined) == [("hub-1", "TOPIC"), ("tono-1", "TOPIC")]
+        assert stored_devices(db) == []
     finally:
         hub.close()
+        one.close()
 
 
 def test_a_device_cannot_take_the_gateways_client_id(gateway):
@@ -271,16 +282,17 @@ def test_tls_listener_with_a_certificate_made_here(gateway, certificate):
 
 def test_the_simulator_sees_reason_135_where_mqtt_311_would_be_acked_silently(gateway):
     db, port, _, passwords = gateway
-    outcome = publish_fleet(("127.0.0.1", port), [("pmp/v1/dev/hub-1/m", reading(0))], passwords,
-                            ack_timeout_s=1.0)
-    assert (outcome.published, outcome.denied, outcome.refused) == (0, 1, [])
-    old = Device(port, "hub-1", passwords["hub-1"], protocol=paho.MQTTv311)
+    outcome = publish_fleet(("127.0.0.1", port), [("tono-1", "pmp/v1/dev/tono-2/m", reading(0)),
+                                                  ("tono-1", "pmp/v1/dev/tono-1/m", reading(0))],
+                            passwords, ack_timeout_s=10.0)
+    assert (outcome.published, outcome.denied, outcome.refused) == (1, 1, [])
+    old = Device(port, "tono-1", passwords["tono-1"], protocol=paho.MQTTv311)
     try:
         assert old.connack() == 0
-        assert old.publish("pmp/v1/dev/hub-1/m", reading(0)) == 0  # acked, yet dropped by the broker
+        assert old.publish("pmp/v1/dev/tono-2/m", reading(1)) == 0  # acked, yet dropped by the broker
     finally:
         old.close()
-    assert stored_devices(db) == []
+    assert stored_devices(db) == ["tono-1"]
 
 
 @pytest.mark.parametrize("name", ["a/b", "a+b", "a#b", "a:b", "pmpgw-gw2", "x" * 65])

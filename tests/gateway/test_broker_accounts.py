@@ -61,12 +61,19 @@ def test_only_devices_and_hubs_of_a_known_kind_connect():
     assert not ba.connects("AA:BB:CC:DD:EE:FF", "glu") and not ba.connects("new-1", "unknown")
 
 
-def test_acl_gives_each_role_its_own_topics_and_no_patterns():
+def test_acl_gives_the_gateways_accounts_their_topics_and_publishers_only_their_own_id():
     accounts = [ba.Account("tono-1", "device", "h1"), ba.Account("hub-1", "hub", "h2"),
                 ba.Account("pmpgw-gw1", "gateway", "h3"), ba.Account("pmpgw-monitor", "monitor", "h4")]
     assert ba.acl_file(accounts).split("\n\n") == [
-        "user tono-1\ntopic write pmp/v1/dev/tono-1/m\ntopic read pmp/v1/dev/tono-1/ack",
-        "user hub-1\ntopic write pmp/v1/hub/hub-1/gatt\ntopic read pmp/v1/hub/hub-1/ack",
         "user pmpgw-gw1\ntopic readwrite pmp/v1/#\ntopic read $SYS/broker/#",
-        "user pmpgw-monitor\ntopic read pmp/v1/gateway/#\n"]
+        "user pmpgw-monitor\ntopic read pmp/v1/gateway/#",
+        "pattern write pmp/v1/dev/%u/m\npattern read pmp/v1/dev/%u/ack\n"
+        "pattern write pmp/v1/hub/%u/gatt\npattern read pmp/v1/hub/%u/ack\n"]
     assert ba.password_file(accounts).splitlines() == ["tono-1:h1", "hub-1:h2", "pmpgw-gw1:h3", "pmpgw-monitor:h4"]
+
+
+def test_the_acl_does_not_grow_with_the_fleet():
+    """Mosquitto parses per-user ACL blocks in quadratic time; devices get patterns only."""
+    own = [ba.Account("pmpgw-gw1", "gateway", "h")]
+    fleet = [ba.Account(f"tono-{i}", "device", "h") for i in range(1000)]
+    assert ba.acl_file(own + fleet) == ba.acl_file(own)

@@ -355,6 +355,19 @@ def test_devices_import_check_then_import_of_a_good_file(pmpgw, db, tmp_path):
     assert status == 2 and err.startswith("pmpgw: FILE: cannot read")
 
 
+def test_devices_import_issues_broker_accounts_to_devices_and_hubs_into_an_owner_only_file(pmpgw, db, tmp_path):
+    ok(pmpgw("patients", "add", "A"))
+    csv, out = tmp_path / "devices.csv", tmp_path / "accounts.csv"
+    csv.write_text(DEVICES + "tono-1,bp,A,,,\nhub-1,hub,,,,\nAA:BB:CC:DD:EE:01,glu,A,,,\n")
+    summary = json.loads(ok(pmpgw("devices", "import", csv, "--credentials", out, "--json")))
+    assert (summary["imported"], summary["accounts"]) == (3, 2)
+    rows = out.read_text().splitlines()
+    assert rows[0] == "id,password" and sorted(r.split(",")[0] for r in rows[1:]) == ["hub-1", "tono-1"]
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    with Store.open(db) as store:
+        assert sorted((a.username, a.role) for a in store.broker_accounts()) == [("hub-1", "hub"), ("tono-1", "device")]
+
+
 def test_an_imported_device_has_its_readings_stored_for_the_patient_bound_at_their_time(pmpgw, db, tmp_path):
     t0, t1 = NOW - 10 * DAY_MS, NOW - 5 * DAY_MS
     for patient in ("A", "B"):
