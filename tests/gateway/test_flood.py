@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 from adapters.mqtt import Received
+from core.rule_tables import Rule
 from gateway import status_cli
 from gateway.clock import now_ms
 from gateway.flood import NOT_FLOODING, FloodMeter, FloodSettings
 from gateway.ingest import Ingest
 from gateway.store import Store
 from gateway.sweeps import RESOLVED_NOTES
-from core.rule_tables import Rule
 
 NOW = now_ms()
 T0 = 1_764_072_000_000  # a fixed clock, on a bucket boundary of the settings below
