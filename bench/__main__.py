@@ -27,6 +27,7 @@ MODULES = [
     "bench.faults_kill_restart",
     "bench.faults_broker_restart",
     "bench.broker_accounts",
+    "bench.faults_flood",
     "bench.report_protocol",
     "bench.report_coverage",
     "bench.cli_status_once",
