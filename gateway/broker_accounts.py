@@ -36,6 +36,7 @@ PASSWORD_BYTES = 18  # random bytes of an issued password: 144 bits, 24 URL-safe
 USERNAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 GATEWAY_PREFIX = RESERVED_PREFIX  # the gateway's own accounts: pmpgw-{gw_id}, and MONITOR_USERNAME
 MONITOR_USERNAME = "pmpgw-monitor"  # what ``pmpgw status`` logs in as to read the retained stats
+DASHBOARD_PREFIX = GATEWAY_PREFIX + "dash-"  # a clinicians' dashboard: pmpgw-dash-{name}
 
 # What an account may touch: Mosquitto denies what no entry allows. Devices and hubs get
 # the same ``pattern`` entries, where %u is the user name: each may publish and read under
@@ -47,10 +48,12 @@ PUBLISHER_PATTERNS: tuple[tuple[str, str], ...] = (
     ("write", "pmp/v1/dev/%u/m"), ("read", "pmp/v1/dev/%u/ack"),
     ("write", "pmp/v1/hub/%u/gatt"), ("read", "pmp/v1/hub/%u/ack"),
 )
-# The gateway's own accounts: role -> (access, topic) entries under their ``user`` line.
+# The gateway's own accounts and the dashboards (few): role -> (access, topic) entries under
+# their ``user`` line.
 ROLE_TOPICS: dict[str, tuple[tuple[str, str], ...]] = {
     "gateway": (("readwrite", "pmp/v1/#"), ("read", "$SYS/broker/#")),
     "monitor": (("read", "pmp/v1/gateway/#"),),
+    "dashboard": (("read", "pmp/v1/alert/#"), ("read", "pmp/v1/gateway/#")),
 }
 DEVICE_ROLES = {"bp": "device", "glu": "device", "cgm": "device", "hub": "hub"}  # registry kind -> role
 
@@ -88,6 +91,12 @@ def connects(device_id: str, kind: str) -> bool:
     """Whether a registered device connects to the broker itself (and so needs an account):
     a device or hub of a known kind, not a BLE meter (named by its address, relayed by a hub)."""
     return kind in DEVICE_ROLES and bool(USERNAME.fullmatch(device_id))
+
+
+def dashboard_username(name: str) -> str:
+    """The user name of dashboard ``name`` (under the reserved prefix: no device can hold it,
+    so the publishers' %u patterns give it nothing)."""
+    return check_username(DASHBOARD_PREFIX + name, gateway=True)
 
 
 def gateway_username(gw_id: str) -> str:

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "gatt": "gateway.gatt_cli",
     "report": "gateway.report_cli",
     "broker-files": "gateway.broker_cli",
+    "dashboards": "gateway.dashboards_cli",
 }
 
 

@@ -193,11 +193,15 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     )),
     # Broker accounts (gateway.broker_accounts): a device's or hub's MQTT password, as
     # mosquitto_passwd's hash; no row = no account (never issued, or revoked by retire).
-    (4, "broker accounts of devices and hubs", (
+    (4, "broker accounts of devices, hubs and dashboards", (
         """CREATE TABLE broker_accounts (
             device INTEGER PRIMARY KEY REFERENCES devices (idx),
             password_hash TEXT NOT NULL,               -- $7$101$salt$hash (Mosquitto 2.0)
             issued INTEGER NOT NULL)                   -- ms UTC""",
+        # Clinicians' dashboards: read alerts and the gateways' state and stats.
+        """CREATE TABLE dashboard_accounts (
+            name TEXT PRIMARY KEY,                     -- user name pmpgw-dash-{name}
+            password_hash TEXT NOT NULL, issued INTEGER NOT NULL)""",
     )),
 )
 
@@ -379,6 +383,10 @@ UPSERT_ACCOUNT = ("INSERT INTO broker_accounts (device, password_hash, issued) V
 DELETE_ACCOUNT = "DELETE FROM broker_accounts WHERE device = ?"
 SELECT_ACCOUNTS = """SELECT d.id, d.kind, a.password_hash FROM broker_accounts a JOIN devices d ON d.idx = a.device
     ORDER BY d.idx"""
+UPSERT_DASHBOARD = ("INSERT INTO dashboard_accounts (name, password_hash, issued) VALUES (?, ?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, issued = excluded.issued")
+DELETE_DASHBOARD = "DELETE FROM dashboard_accounts WHERE name = ?"
+SELECT_DASHBOARDS = "SELECT name, password_hash, issued FROM dashboard_accounts ORDER BY name"
 BINDING_FROM = """SELECT p.id, b.valid_from FROM bindings b JOIN patients p ON p.idx = b.patient
     WHERE b.device = ? AND b.valid_from >= ? ORDER BY b.valid_from LIMIT 1"""
 CLOSE_BINDINGS_AT = ("UPDATE bindings SET valid_to = :at WHERE device = :device AND valid_from < :at "

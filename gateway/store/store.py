@@ -138,6 +138,9 @@ from .sql import (  # registry
     UPSERT_ACCOUNT,
     DELETE_ACCOUNT,
     SELECT_ACCOUNTS,
+    UPSERT_DASHBOARD,
+    DELETE_DASHBOARD,
+    SELECT_DASHBOARDS,
     BINDING_FROM,
     CLOSE_BINDINGS_AT,
 )
@@ -1031,10 +1034,41 @@ class Store:
             conn.execute(ADD_COUNTER, (ACCOUNTS_VERSION_KEY, 1))
         return passwords
 
+    def issue_dashboard_account(self, name: str, *, actor: str = CLI_ACTOR) -> str:
+        """Give dashboard ``name`` (user name ``broker_accounts.dashboard_username(name)``) a
+        new broker password, creating the account if needed, and return it (shown once: only
+        its hash is kept). RegistryError INVALID for a name that cannot be a user name."""
+        try:
+            broker_accounts.dashboard_username(name)
+        except broker_accounts.AccountError as error:
+            raise RegistryError(error.reason, str(error), error.value) from None
+        password = broker_accounts.new_password()
+        now_ms = _now_ms()
+        with self._write() as conn:
+            conn.execute(UPSERT_DASHBOARD, (name, broker_accounts.hash_password(password), now_ms))
+            self._audit(conn, now_ms, actor, "dashboard.credentials", name, {})
+            conn.execute(ADD_COUNTER, (ACCOUNTS_VERSION_KEY, 1))
+        return password
+
+    def revoke_dashboard_account(self, name: str, *, actor: str = CLI_ACTOR) -> None:
+        """Delete dashboard ``name``'s account; RegistryError UNKNOWN if it has none."""
+        with self._write() as conn:
+            if not conn.execute(DELETE_DASHBOARD, (name,)).rowcount:
+                raise RegistryError("UNKNOWN", f"dashboard {name!r} has no broker account", name)
+            self._audit(conn, _now_ms(), actor, "dashboard.revoke", name, {})
+            conn.execute(ADD_COUNTER, (ACCOUNTS_VERSION_KEY, 1))
+
+    def dashboards(self) -> list[dict]:
+        """Dashboard accounts by name: dicts with name, username, issued (ms UTC)."""
+        return [{"name": name, "username": broker_accounts.dashboard_username(name), "issued": issued}
+                for name, _, issued in self._read(SELECT_DASHBOARDS)]
+
     def broker_accounts(self) -> list[broker_accounts.Account]:
-        """The broker accounts of devices and hubs in service, by registry index."""
-        return [broker_accounts.Account(device_id, broker_accounts.DEVICE_ROLES[kind], password_hash)
-                for device_id, kind, password_hash in self._read(SELECT_ACCOUNTS)]
+        """The broker accounts of devices and hubs in service (by registry index) and of dashboards."""
+        devices = [broker_accounts.Account(device_id, broker_accounts.DEVICE_ROLES[kind], password_hash)
+                   for device_id, kind, password_hash in self._read(SELECT_ACCOUNTS)]
+        return devices + [broker_accounts.Account(broker_accounts.dashboard_username(name), "dashboard", password_hash)
+                          for name, password_hash, _ in self._read(SELECT_DASHBOARDS)]
 
     def broker_accounts_version(self) -> int:
         """A number that changes whenever an account is issued or revoked (cheap to poll)."""

@@ -224,6 +224,46 @@ def test_a_device_cannot_take_the_gateways_client_id(gateway):
         two.close()
 
 
+def connected_when_reloaded(port: int, username: str, password: str) -> Device:
+    """A client logged in with an account just issued: the running gateway hands it to its
+    broker within about a second, so retry until then."""
+    deadline = time.monotonic() + 15
+    while True:
+        client = Device(port, username, password)
+        if client.connack() == 0:
+            return client
+        client.close()
+        assert time.monotonic() < deadline, client.events
+        time.sleep(0.2)
+
+
+def test_a_dashboard_receives_alerts_and_may_do_nothing_else(gateway):
+    db, port, _, passwords = gateway
+    issued = pmpgw(db, "dashboards", "add", "ward-1", "--json")
+    assert issued.returncode == 0, issued.stderr
+    account = json.loads(issued.stdout)
+    assert account["username"] == "pmpgw-dash-ward-1"
+    dashboard = connected_when_reloaded(port, account["username"], account["password"])
+    two = Device(port, "tono-2", passwords["tono-2"])
+    try:
+        dashboard.client.subscribe("pmp/v1/#", qos=1)
+        time.sleep(0.3)
+        assert two.connack() == 0 and two.publish("pmp/v1/dev/tono-2/m", reading(0, sys_=200)) == 0
+        assert dashboard.wait_for(lambda ev: any(e[0] == "message" and e[1] == "pmp/v1/alert/B" for e in ev))
+        alert = json.loads(dashboard.received("pmp/v1/alert/B")[0][1])
+        assert (alert["patient"], alert["rule"], alert["severity"]) == ("B", "BP_CRISIS", "emergency")
+        assert all(topic.startswith(("pmp/v1/alert/", "pmp/v1/gateway/")) for topic, _ in dashboard.received())
+        assert dashboard.publish("pmp/v1/alert/B", b"{}") == NOT_AUTHORIZED
+        assert dashboard.publish("pmp/v1/dev/tono-2/ack", b"{}") == NOT_AUTHORIZED
+        assert pmpgw(db, "dashboards", "revoke", "ward-1").returncode == 0
+        assert dashboard.wait_for(lambda ev: any(e[0] == "disconnect" for e in ev)), dashboard.events
+    finally:
+        dashboard.close()
+        two.close()
+    listed = json.loads(pmpgw(db, "dashboards", "list", "--json").stdout)
+    assert listed == []
+
+
 def test_a_retired_device_is_disconnected_and_refused(gateway):
     db, port, _, passwords = gateway
     one = Device(port, "tono-1", passwords["tono-1"])
@@ -248,15 +288,7 @@ def test_new_credentials_replace_the_old_password(gateway):
     assert issued.returncode == 0, issued.stderr
     fresh = json.loads(issued.stdout)["password"]
     assert fresh != passwords["tono-2"]
-    deadline = time.monotonic() + 15
-    while True:  # the running gateway hands the change to its broker within about a second
-        client = Device(port, "tono-2", fresh)
-        code = client.connack()
-        client.close()
-        if code == 0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert code == 0
+    connected_when_reloaded(port, "tono-2", fresh).close()
     old = Device(port, "tono-2", passwords["tono-2"])
     try:
         assert old.connack() == NOT_AUTHORIZED
