@@ -50,6 +50,10 @@ class DeviceIndex:
         """The index of ``device_id``, or None when it has none (nothing is assigned)."""
         return self._index.get(device_id)
 
+    def id_of(self, index: int) -> str:
+        """The id of device index ``index`` (IndexError if none has it)."""
+        return self._ids[index]
+
     def ids(self) -> list[str]:
         """Every id in index order: ``ids()[i]`` is the id of device index i (a copy)."""
         return list(self._ids)

@@ -14,6 +14,7 @@ element 0; an unparsable payload, an empty array or a bad topic is one row, elem
               undecodable (core decoder)
     SCHEMA    element not a valid reading map / GATT record map (codec, gatt)
     TOPIC     not ``pmp/v1/dev/{id}/m`` or ``pmp/v1/hub/{id}/gatt`` (``adapters.topics``),
+              a route its publisher's registered kind does not use (``ROUTE_KINDS``),
               or a GATT record's ``dev`` not a BLE address
 
 The one exception to "one row per element": a CGM (0x2AA7) value holding several
@@ -47,7 +48,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -60,7 +61,7 @@ from .codec import MEAL_ABSENT, Row, kind_of, reading_row
 from .columnar import Block, Columns
 from .devices import DeviceIndex
 from .gatt import HSEQ_ABSENT, GattRecords, GattRows
-from .topics import Route, parse_topic
+from .topics import ROUTE_KINDS, Route, parse_topic
 from .wire import Format, Rejected, element_spans, fnv1a64, parse, sniff
 
 NO_DEVICE = -1
@@ -101,12 +102,15 @@ class Decoded:
         return len(self.batch)
 
 
-def decode_messages(messages: Sequence[Inbound], devices: DeviceIndex, *, columnar: bool = True) -> Decoded:
+def decode_messages(messages: Sequence[Inbound], devices: DeviceIndex, *, kinds: Mapping[str, str] | None = None,
+                    columnar: bool = True) -> Decoded:
     """Decode a batch of messages (see the module docstring); ``devices`` assigns indexes to
-    new ids. Raises only on a caller bug (``rx_ms`` not an int), never for a topic or payload.
+    new ids; ``kinds``: registered id -> kind, for ``topics.ROUTE_KINDS`` (a message on a
+    route its publisher's kind does not use is TOPIC). Raises only on a caller bug (``rx_ms`` not an int), never for a topic or payload.
     ``columnar=False``: each reading map alone, the twin (module docstring)."""
     readings = _ColumnarRows() if columnar else _ReadingRows()
     gatt = GattRecords(devices)
+    kinds = kinds or {}
     for i, (topic, payload, rx_ms) in enumerate(messages):
         parsed = parse_topic(topic)
         if type(payload) is not bytes:
@@ -115,7 +119,11 @@ def decode_messages(messages: Sequence[Inbound], devices: DeviceIndex, *, column
             readings.reject_message(i, NO_DEVICE, rx_ms, payload, Rejected(Reason.TOPIC, "not an inbound topic", topic))
             continue
         route, publisher = parsed
-        if payload is None:
+        kind = kinds.get(publisher)
+        if kind is not None and kind not in ROUTE_KINDS[route]:
+            readings.reject_message(i, devices.index(publisher), rx_ms, payload, Rejected(
+                Reason.TOPIC, f"{publisher} is registered as {kind}, which does not publish on {route.value}", topic))
+        elif payload is None:
             readings.reject_message(i, devices.index(publisher), rx_ms, payload,
                                     Rejected(Reason.DECODE, "payload is not bytes"))
         elif route is Route.READINGS:

@@ -139,7 +139,9 @@ class LinkSettings:
 
 @dataclasses.dataclass
 class LinkStats:
-    """Counters for status: messages and acks, connections, the broker's dropped count."""
+    """Counters for status: messages and acks, connections established (subscribed and
+    ``online`` published: attempts that fail only leave their reason in ``last_error``), the
+    broker's dropped count."""
 
     connected: bool = False
     connections: int = 0
@@ -231,6 +233,7 @@ class MqttLink:
             return
         client.publish(self.settings.state_topic, STATE_ONLINE, qos=1, retain=True)
         self.stats.connected = True
+        self.stats.connections += 1
         self._connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -276,9 +279,8 @@ class MqttLink:
         self._connection += 1
         self._connected = trio.Event()
         self._lost = trio.Event()
-        self.stats.connections += 1
         s = self.settings
-        if self.stats.connections == 1:
+        if self._connection == 1:
             self._client.connect(s.host, s.port, s.keepalive_s, clean_start=False,
                                  properties=self._connect_properties())
         else:
@@ -292,8 +294,11 @@ class MqttLink:
                 nursery.start_soon(self._call_when_connected, on_ready)
             await self._lost.wait()
             nursery.cancel_scope.cancel()
-        if self._sock is not None:
+        if self._sock is not None:  # lost while open (the broker refused our subscriptions)
             self._client.disconnect()
+            # Close it now, while this connection's events are current: left open, the next
+            # reconnect would close it and mark the new connection lost, again and again.
+            self._client._sock_close()
 
     async def _until_closed(self, loop) -> None:
         """Run one socket loop; the socket closing under it means the connection is lost."""
@@ -383,11 +388,13 @@ class MqttLink:
         return len(self._inbox)
 
     def ack(self, messages: Iterable[Received]) -> int:
-        """PUBACK every message that came on the current connection; drop (and count) the
-        others, which the broker redelivers. Call only after their batch is committed."""
+        """PUBACK every message that came on the current connection while it is open; drop
+        (and count) the others, which the broker redelivers. Call only after their batch is
+        committed. A resumed session's messages arrive before the SUBACK that marks the link
+        connected: they are acked like any other on their connection."""
         acked, mids = 0, []
         for message in messages:
-            if message.connection != self._connection or not self.stats.connected:
+            if message.connection != self._connection or self._sock is None:
                 self.stats.stale_acks += 1
                 continue
             if message.qos:

@@ -11,7 +11,13 @@ itself; it is named in each GATT record by its address, six upper-case hex octet
 colons (``AA:BB:CC:DD:EE:FF``). The two name forms cannot collide (only addresses hold ``:``),
 so devices, hubs and BLE meters share one registry (``adapters.devices.DeviceIndex``).
 
-Any other topic, or an id outside these forms, is reason TOPIC (``adapters.inbound``).
+Any other topic, or an id outside these forms, is reason TOPIC (``adapters.inbound``), and
+so is an id starting with ``pmpgw-``: those name the gateway's own broker accounts
+(``gateway.broker_accounts``), never a device. So is a message on a route that the
+publisher's registered kind does not use (``ROUTE_KINDS``): the broker's ACL lets every
+account publish under its own id only, on both routes, and the gateway keeps tonometers
+and glucometers off the hub route (where a record names any BLE meter) and hubs off the
+readings route.
 """
 
 from __future__ import annotations
@@ -38,6 +44,14 @@ INBOUND: dict[Route, tuple[str, str, str]] = {
 
 SUBSCRIPTIONS: tuple[str, ...] = tuple(topic_filter for topic_filter, _, _ in INBOUND.values())
 
+RESERVED_PREFIX = "pmpgw-"  # ids of the gateway's own broker accounts: never a publisher
+# Route -> the registry kinds (gateway.store DEVICE_KINDS) that may publish on it; "unknown":
+# a publisher the gateway registered on first sight, before an operator gave its kind.
+ROUTE_KINDS: dict[Route, frozenset[str]] = {
+    Route.READINGS: frozenset({"bp", "glu", "cgm", "unknown"}),
+    Route.GATT: frozenset({"hub", "unknown"}),
+}
+
 _ID_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _BLE_ADDRESS_RE = re.compile(r"[0-9A-F]{2}(?::[0-9A-F]{2}){5}")
 _PREFIX_LEVELS = PREFIX.split("/")
@@ -58,7 +72,7 @@ def parse_topic(topic: object) -> tuple[Route, str] | None:
     if len(levels) != 5 or levels[:2] != _PREFIX_LEVELS:
         return None
     route = _ROUTE_OF.get((levels[2], levels[4]))
-    if route is None or _ID_RE.fullmatch(levels[3]) is None:
+    if route is None or _ID_RE.fullmatch(levels[3]) is None or levels[3].startswith(RESERVED_PREFIX):
         return None
     return route, levels[3]
 

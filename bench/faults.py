@@ -276,8 +276,7 @@ class GatewayProcess:
         self.run_args = run_args  # more ``pmpgw run`` options
         self.process: subprocess.Popen | None = None
         self.starts = 0
-        script = pathlib.Path(sys.executable).parent / "pmpgw"
-        self.command = [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+        self.command = [sys.executable, "-m", "gateway.cli"]  # this checkout's (a pmpgw script may import another)
 
     def start(self) -> float:
         """Start it; return the monotonic time just before."""

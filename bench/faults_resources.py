@@ -1,13 +1,14 @@
 """What a running gateway process holds, read from /proc: resident memory, file descriptors,
 threads; shared by ``tests/faults/test_resources.py`` and ``bench/soak.py``.
 
-    gateway = CheckoutGateway(port, db, log, run_args=("--dedup-slots", "32768"))
+    gateway = GatewayProcess(port, db, log, run_args=("--dedup-slots", "16384"))
     gateway.start()
-    before = sample(gateway.process.pid)        # VmRSS, VmHWM, fds, threads (and their names)
-    broker = restart_broker(broker)              # the same port and data directory
-    after = sample(gateway.process.pid)
+    before = steady_sample(gateway.process.pid)  # VmRSS, VmHWM, fds and threads by kind
+    ...
+    after = steady_sample(gateway.process.pid)
 
-The machinery of devices and the exactly-once check is ``bench.faults``.
+The machinery of devices, gateway processes and the exactly-once check is ``bench.faults``;
+broker restarts are ``bench.faults_broker``'s.
 """
 
 from __future__ import annotations
@@ -16,14 +17,12 @@ import collections
 import dataclasses
 import os
 import pathlib
-import sys
 import time
 
 import msgpack
 import paho.mqtt.client as paho
 
-from bench.faults import HOST, DeviceFleet, GatewayProcess
-from gateway.broker import PrivateBroker
+from bench.faults import HOST, DeviceFleet
 from gateway.store import Store
 
 
@@ -108,24 +107,6 @@ def resend_old(port: int, fleet: DeviceFleet, device: str, seqs: range) -> None:
     finally:
         client.disconnect()
         client.loop_stop()
-
-
-class CheckoutGateway(GatewayProcess):
-    """``bench.faults.GatewayProcess`` running this checkout's code (``python -m gateway.cli``
-    from the project directory, not an installed ``pmpgw`` script, which imports the
-    installed copy)."""
-
-    def __init__(self, port: int, db: pathlib.Path, log: pathlib.Path, gw_id: str = "resources",
-                 run_args: tuple[str, ...] = ()) -> None:
-        super().__init__(port, db, log, gw_id, run_args)
-        self.command = [sys.executable, "-m", "gateway.cli"]
-
-
-def restart_broker(broker: PrivateBroker) -> PrivateBroker:
-    """Stop ``broker`` (SIGTERM: it saves its persistence) and start it again on the same
-    port and data directory; every client loses its connection meanwhile."""
-    broker.stop()
-    return PrivateBroker.start(broker.data_dir, port=broker.port)
 
 
 def saved_stats(db: pathlib.Path, gw_id: str) -> dict:

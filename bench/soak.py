@@ -28,8 +28,8 @@ import time
 
 from bench._harness import Result
 from bench.e2e_ingest import HOUR_MS, Observer, _now_ms, _publisher_summary, committed_counters, register, warm_up
-from bench.faults import PROJECT_DIR
-from bench.faults_resources import CheckoutGateway, ProcessSample, sample, saved_stats, steady_sample
+from bench.faults import PROJECT_DIR, GatewayProcess
+from bench.faults_resources import ProcessSample, sample, saved_stats, steady_sample
 from bench.publishers import STEP_MS, Publishers
 from gateway.broker import PrivateBroker
 
@@ -78,7 +78,7 @@ def soak(sizes: Sizes, tmp: pathlib.Path) -> Soak:
     broker = PrivateBroker.start(tmp / "broker")
     try:
         observer = Observer(broker.port, [])
-        gateway = CheckoutGateway(broker.port, db, tmp / "pmpgw.log", GW_ID, ("--dedup-slots", str(sizes.dedup_slots)))
+        gateway = GatewayProcess(broker.port, db, tmp / "pmpgw.log", GW_ID, ("--dedup-slots", str(sizes.dedup_slots)))
         try:
             gateway.start()
             warm_up(observer, gateway, "warm-0", 60.0)

@@ -17,7 +17,7 @@ from .store import StoreError
 # Command -> the module that adds it; the modules in the order ``pmpgw --help`` lists them.
 COMMANDS: dict[str, str] = {
     "run": "gateway.run_cli",
-    "simulate": "gateway.run_cli",
+    "simulate": "gateway.simulate_cli",
     "bind": "gateway.registry_cli",
     "unbind": "gateway.registry_cli",
     "readings": "gateway.registry_cli",
@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "status": "gateway.status_cli",
     "gatt": "gateway.gatt_cli",
     "report": "gateway.report_cli",
+    "broker-files": "gateway.broker_cli",
+    "dashboards": "gateway.dashboards_cli",
 }
 
 

@@ -40,6 +40,19 @@ def broker_address_file(db: str) -> pathlib.Path:
     return data_dir(db) / "broker" / "address"
 
 
+def monitor_password_file(db: str) -> pathlib.Path:
+    """Where ``pmpgw run`` writes the password ``pmpgw status`` logs in to its private broker with."""
+    return data_dir(db) / "broker" / "monitor.password"
+
+
+def write_private(path: pathlib.Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable and writable by the owner only (passwords)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
 def parse_address(text: str) -> tuple[str, int]:
     """``HOST:PORT`` -> (host, port), or argparse's error."""
     host, _, port = text.rpartition(":")

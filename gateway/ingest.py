@@ -8,12 +8,18 @@ the commit returned (DESIGN.md "Data flow").
 Publishers the registry does not know are registered on first sight with kind "unknown"
 (their readings are UNBOUND, quarantined, and replayable once a device administrator binds
 them); the adapters' provisional device indexes are mapped to the store's.
+
+Every committed live batch is also counted per publisher for flood detection
+(``gateway.flood``): a publisher that starts or stops flooding is logged once per episode,
+the stats list the flooding ones and the DEVICE sweep reports a lasting flood. Nothing of
+a flooding publisher is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 
 import numpy as np
@@ -29,9 +35,12 @@ from core.rule_tables import Rule
 
 from .acks import ContiguousAcks
 from .activity import Activity
-from .clock import now_ms
+from .clock import format_ms, now_ms
+from .flood import FloodMeter, FloodSettings
 from .store import GATEWAY_ACTOR, AlertIn, CommitResult, Store, StoreError
 from .sweeps import Sweeper
+
+log = logging.getLogger("pmpgw")
 
 # Device kind recorded for a publisher first seen on a topic: by the kind of its first row.
 FIRST_SEEN_KIND: dict[int, str] = {Kind.BP: "bp", Kind.GLU: "glu", Kind.GLU_CONTEXT: "glu", Kind.CGM: "cgm"}
@@ -79,16 +88,19 @@ class Ingest:
     are looked up in the store, one query a batch, so DUPLICATE and CONFLICT stay exact.
     """
 
-    def __init__(self, store: Store, *, impl=core.implementation, dedup_max_capacity: int = MAX_CAPACITY) -> None:
+    def __init__(self, store: Store, *, impl=core.implementation, flood: FloodSettings = FloodSettings(),
+                 dedup_max_capacity: int = MAX_CAPACITY) -> None:
         self.store = store
         self._registry_version = store.registry_version()
         self.devices = DeviceIndex(store.device_index())
+        self.kinds = store.device_kinds()  # id -> registry kind: which route each may publish on
         self.impl = impl
         self.dedup_max_capacity = dedup_max_capacity
         self.recalled = self.recalled_found = self.dedup_peak_capacity = 0
         self.activity = Activity.from_rows(*store.load_activity())  # the sweeps' state; _load_core_state replays
         self._load_core_state()
         self.sweeper = Sweeper(store)
+        self.flood = FloodMeter(flood, len(self.devices))
         self.device_acks = ContiguousAcks(store.publisher_acks("dev"))
         self.hub_acks = ContiguousAcks(store.publisher_acks("hub"))
         self.closed_day = self.local_days(now_ms())
@@ -142,7 +154,7 @@ class Ingest:
     def sweep(self, now: int) -> list[tuple[str, bytes]]:
         """Run the MISSED and DEVICE sweeps at gateway time ``now`` (``gateway.sweeps``) and
         commit their tasks; return the publications of the tasks raised or re-notified."""
-        return alert_publications(self.sweeper.run(self.activity, now))
+        return alert_publications(self.sweeper.run(self.activity, now, self.flood))
 
     def local_days(self, at_ms: int) -> np.ndarray:
         """int32[n_patients]: each patient's local day (days since 1970-01-01) at ``at_ms``."""
@@ -178,6 +190,7 @@ class Ingest:
             return False
         self._registry_version = version
         self.devices = DeviceIndex(self.store.device_index())
+        self.kinds = self.store.device_kinds()
         self.pipeline.set_registry(tz_min=self.store.tz_offsets(), bindings=self.store.bindings(),
                                    thresholds=self.store.thresholds())
         return True
@@ -189,16 +202,38 @@ class Ingest:
         inbound = [Inbound(m.topic, m.payload, m.rx_ms) for m in messages]
         decoded = self.decode(inbound)
         result = self.commit(decoded, inbound, now_ms)
+        routes = [parse_topic(m.topic) for m in messages]
         publications = alert_publications(result.alerts)
-        publications += self._acks(messages, decoded.batch, decoded.message, decoded.hseq)
+        publications += self._acks(routes, decoded.batch, decoded.message, decoded.hseq)
+        self._count_publishers(routes, decoded.message, now_ms)
         return Outcome(result, publications)
+
+    def _count_publishers(self, routes: list[tuple[Route, str] | None], message: np.ndarray, now_ms: int) -> None:
+        """Count a committed batch's messages and rows per publisher (``gateway.flood``) and
+        log the floods that start or end (every publisher of a valid topic is registered by
+        now: ``decode``)."""
+        get = self.devices.get
+        publisher = np.array([-1 if route is None else get(route[1]) for route in routes], dtype=np.int64)
+        started, ended = self.flood.update(publisher, np.bincount(message, minlength=len(routes)), now_ms)
+        window = self.flood.settings.window_s
+        for episode in started:
+            log.warning("flood: %s sent %d messages (%d readings) in the last %g s, above the limit of %g "
+                        "messages/s; its readings are still stored and acked", self.devices.id_of(episode.publisher),
+                        episode.msgs, episode.readings, window, self.flood.settings.msgs_per_s)
+        for episode in ended:
+            log.info("flood: %s stopped flooding (flooding since %s; %d messages in the last %g s)",
+                     self.devices.id_of(episode.publisher), format_ms(episode.since), episode.msgs, window)
+
+    def flooding(self, now: int) -> list[dict]:
+        """The stats JSON's ``flooding`` (``FloodMeter.report``) at gateway time ``now``."""
+        return self.flood.report(now, self.devices.id_of)
 
     def decode(self, messages: list[Inbound]) -> Decoded:
         """Take registry changes, decode ``messages``, and register the publishers seen for
         the first time (their rows get the store's device indexes)."""
         self.refresh_registry()
         known = len(self.devices)
-        decoded = decode_messages(messages, self.devices)
+        decoded = decode_messages(messages, self.devices, kinds=self.kinds)
         if len(self.devices) > known:
             self._register_new_devices(decoded.batch, known, messages, decoded.message)
         return decoded
@@ -236,8 +271,8 @@ class Ingest:
         return result
 
     def _recall(self, device: np.ndarray, tag: np.ndarray, key: np.ndarray) -> np.ndarray:
-        """The dedup table's lookup of records measured before its horizon: the store's
-        rows of those keys (``Store.stored_keys``, one query)."""
+        """The dedup table's lookup of the records it may not hold (``DedupTable.check_and_insert``):
+        the store's rows of those keys (``Store.stored_keys``, one query)."""
         found = self.store.stored_keys(device, tag, key)
         self.recalled += len(device)
         self.recalled_found += len(found)
@@ -278,10 +313,10 @@ class Ingest:
         batch["device"][moved] = remap[batch["device"][moved]]
         self.refresh_registry()
 
-    def _acks(self, messages: list[Received], batch: np.ndarray, message: np.ndarray,
+    def _acks(self, routes: list[tuple[Route, str] | None], batch: np.ndarray, message: np.ndarray,
               hseq: np.ndarray) -> list[tuple[str, bytes]]:
-        """Acks of the publishers whose highest contiguous committed sequence moved."""
-        routes = [parse_topic(m.topic) for m in messages]
+        """Acks of the publishers whose highest contiguous committed sequence moved
+        (``routes``: ``parse_topic`` of each message's topic)."""
         publishers = list(dict.fromkeys(route for route in routes if route is not None))
         code_of = {route: code for code, route in enumerate(publishers)}
         message_code = np.array([code_of.get(route, -1) for route in routes], dtype=np.int64)

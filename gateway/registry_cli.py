@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import sys
 
-from . import csv_import, devices_csv, patients_csv
-from .cli_common import add_db_option, add_query_parser, parse_time_ms, print_json, print_table
+from . import broker_accounts, csv_import, devices_csv, patients_csv
+from .cli_common import add_db_option, add_query_parser, parse_time_ms, print_json, print_table, write_private
 from .clock import format_ms, now_ms
 from .patients_csv import OPTION_SEPARATOR, FieldError
 from .store import DEVICE_KINDS, OPERATOR_KINDS, PROGRAMMES, STAFF_ROLES, Store
@@ -123,8 +124,20 @@ def _register_devices(commands: argparse._SubParsersAction) -> None:
     add.add_argument("id", help="device id, or a BLE meter's address in upper case with colons")
     add.add_argument("--kind", required=True, choices=[k for k in DEVICE_KINDS if k != "unknown"],
                      help="what the device is")
+    add.add_argument("--json", action="store_true",
+                     help="one JSON document: id, kind, index, and the broker account (username, password)")
     add.set_defaults(handler=_devices_add)
     add_db_option(add)
+
+    credentials = devices.add_parser(
+        "credentials", help="issue a device or hub a new broker password (the old one stops working)",
+        description="Issue a new broker password to a registered device or hub (user name: its id) and show it "
+                    "once: only its hash is kept. The old password stops working; a running gateway's private "
+                    "broker takes the change within a second.")
+    credentials.add_argument("id")
+    credentials.add_argument("--json", action="store_true", help="one JSON document: username, password")
+    credentials.set_defaults(handler=_devices_credentials)
+    add_db_option(credentials)
 
     load = devices.add_parser(
         "import", help="register devices, and bind them to patients, from a CSV file, all or nothing",
@@ -140,6 +153,9 @@ def _register_devices(commands: argparse._SubParsersAction) -> None:
                     "overlapping binding, ...), nothing is imported and every bad row is reported on stderr with "
                     "its line number and reason (exit 2). Exit 0: every row imported.")
     csv_import.add_options(load)
+    load.add_argument("--credentials", metavar="OUT.csv", default=None,
+                      help="issue broker accounts to the imported devices and hubs and write id,password rows to "
+                           "this new owner-only file (default: no accounts; pmpgw devices credentials ID issues one)")
     load.set_defaults(handler=_devices_import)
     add_db_option(load)
 
@@ -153,8 +169,8 @@ def _register_devices(commands: argparse._SubParsersAction) -> None:
     show.set_defaults(handler=_devices_show)
     add_db_option(show)
 
-    retire = devices.add_parser("retire", help="take a device out of service: its bindings end, it cannot be "
-                                               "bound again")
+    retire = devices.add_parser("retire", help="take a device out of service: its bindings end, its broker "
+                                               "account is revoked, it cannot be bound again")
     retire.add_argument("id")
     retire.add_argument("--at", type=parse_time_ms, default=None, help="when, ISO 8601 or ms UTC (default: now)")
     retire.set_defaults(handler=_devices_retire)
@@ -236,8 +252,15 @@ def _devices_import(args: argparse.Namespace) -> int:
     def write(rows: list[devices_csv.Row], **options) -> csv_import.Outcome:
         with Store.open(args.db) as store:
             result = store.add_devices([row.device for row in rows], **options)
-        return csv_import.Outcome(result.added, result.rejected, {"bound": result.bound})
-    return csv_import.run(args, devices_csv.parse, write, "devices", counts=("bound",))
+            passwords = {}
+            if args.credentials and result.added and not options["check_only"]:
+                connecting = {row.device["id"]: None for row in rows
+                              if broker_accounts.connects(row.device["id"], row.device["kind"])}
+                passwords = store.issue_credentials(list(connecting))
+                write_private(pathlib.Path(args.credentials),
+                              "id,password\n" + "".join(f"{d},{p}\n" for d, p in passwords.items()))
+        return csv_import.Outcome(result.added, result.rejected, {"bound": result.bound, "accounts": len(passwords)})
+    return csv_import.run(args, devices_csv.parse, write, "devices", counts=("bound", "accounts"))
 
 
 def _staff_add(args: argparse.Namespace) -> int:
@@ -257,7 +280,31 @@ def _staff_list(args: argparse.Namespace) -> int:
 def _devices_add(args: argparse.Namespace) -> int:
     with Store.open(args.db) as store:
         idx = store.add_device(args.id, args.kind)
+        passwords = store.issue_credentials([args.id]) if broker_accounts.connects(args.id, args.kind) else {}
+    if args.json:
+        print_json({"id": args.id, "kind": args.kind, "index": idx,
+                    "username": args.id if passwords else None, "password": passwords.get(args.id)})
+        return 0
     print(f"device {args.id} registered as {args.kind} (index {idx})")
+    if passwords:
+        _print_account(args.id, passwords[args.id])
+    else:
+        print("no broker account: a BLE meter is relayed by its hub")
+    return 0
+
+
+def _print_account(device_id: str, password: str) -> None:
+    print(f"broker account: username {device_id}, password {password}")
+    print(f"(shown only now, keep it in the device; pmpgw devices credentials {device_id} issues a new one)")
+
+
+def _devices_credentials(args: argparse.Namespace) -> int:
+    with Store.open(args.db) as store:
+        password = store.issue_credentials([args.id])[args.id]
+    if args.json:
+        print_json({"username": args.id, "password": password})
+    else:
+        _print_account(args.id, password)
     return 0
 
 
@@ -294,7 +341,8 @@ def _devices_retire(args: argparse.Namespace) -> int:
     at = now_ms() if args.at is None else args.at
     with Store.open(args.db) as store:
         ended = store.retire_device(args.id, at)
-    print(f"device {args.id} retired at {format_ms(at)}; {ended} binding(s) ended")
+    print(f"device {args.id} retired at {format_ms(at)}; {ended} binding(s) ended; its broker account (if any) "
+          "is revoked")
     return 0
 
 

@@ -28,6 +28,7 @@ from core.dedup_keys import MAX_CAPACITY
 
 from . import replay
 from .clock import now_ms
+from .flood import FloodSettings
 from .ingest import Ingest, alert_publications
 from .store import Store, StoreError
 
@@ -58,6 +59,7 @@ class ServiceSettings:
     batch; keep batch_max at half the link's Receive Maximum, so the broker can deliver the
     next batch while this one commits (a batch of the whole window would leave the broker
     nothing to send until its acks go out). Stats go out every ``stats_interval_s`` seconds.
+    ``flood``: when a publisher counts as flooding (``gateway.flood``; reported, never refused).
     ``dedup_max_capacity``: the core's dedup table's bound, slots of 32 bytes (``Ingest``)."""
 
     gw_id: str = "gw1"
@@ -70,6 +72,7 @@ class ServiceSettings:
     windows_save_interval_s: float = 300.0
     escalation_interval_s: float = 30.0  # how often open emergencies are checked for escalation (gateway.escalation)
     sweep_interval_s: float = 60.0  # how often the MISSED and DEVICE sweeps run (gateway.sweeps)
+    flood: FloodSettings = FloodSettings()
     dedup_max_capacity: int = MAX_CAPACITY
 
 
@@ -87,7 +90,7 @@ class Gateway:
         self._writer = trio.CapacityLimiter(1)
         self._draining = False
         self._receiving = trio.CancelScope()
-        self.ingest: Ingest | None = None  # the writer's state, once restored
+        self._ingest: Ingest | None = None  # the writer's state, once ``run`` restored it
 
     def drain(self) -> None:
         """Stop taking batches; ``run`` commits and acks what it holds, then returns."""
@@ -97,9 +100,9 @@ class Gateway:
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Restore state from the store, connect, and serve until ``drain``."""
         ingest = await trio.to_thread.run_sync(
-            functools.partial(Ingest, self.store, dedup_max_capacity=self.settings.dedup_max_capacity),
-            limiter=self._writer)
-        self.ingest = ingest
+            functools.partial(Ingest, self.store, flood=self.settings.flood,
+                              dedup_max_capacity=self.settings.dedup_max_capacity), limiter=self._writer)
+        self._ingest = ingest
         tune_gc()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.link.run)
@@ -195,7 +198,9 @@ class Gateway:
 
     def stats(self, state: str = "up") -> dict:
         """The stats JSON of DESIGN.md, plus ``state`` (up, or down in the last report at
-        drain), the link's and the broker's view, and the dedup table's (``Ingest.dedup_stats``)."""
+        drain), ``flooding`` (the publishers flooding now: ``Ingest.flooding``), the
+        link's and the broker's view, and the dedup table's (``Ingest.dedup_stats``). Call
+        it in the writer's turn (it reads the writer's flood counts and dedup table)."""
         cutoff = time.monotonic() - 60
         while self.committed and self.committed[0][0] < cutoff:
             self.committed.popleft()
@@ -213,10 +218,11 @@ class Gateway:
             "alerts_open": self.store.alerts_open(),
             "queue_depth": self.link.backlog,
             "db_bytes": self.store.db_bytes(),
+            "flooding": [] if self._ingest is None else self._ingest.flooding(now_ms()),
             "mqtt": {"connected": link.connected, "connections": link.connections, "stale_acks": link.stale_acks,
                      "broker_dropped": link.broker_dropped, "last_error": link.last_error},
             "store_error": self.last_error,
-            "dedup": None if self.ingest is None else self.ingest.dedup_stats(),
+            "dedup": None if self._ingest is None else self._ingest.dedup_stats(),
         }
 
     async def _report_stats(self, state: str = "up") -> None:

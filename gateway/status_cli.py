@@ -5,8 +5,8 @@
 
 Counters, open alerts, silent devices and the database size come from the database (so
 status works with the gateway stopped, and costs no scan: counters are ``kv`` rows, alerts
-come from their index); ingest rate, batch latency and queue depth from the running
-gateways' retained stats on the private broker, or the last stats each saved when it
+come from their index); ingest rate, batch latency, queue depth and the flooding publishers
+from the running gateways' retained stats on the private broker, or the last stats each saved when it
 stopped. Whether a gateway is up is its retained state topic (``online``, or ``offline``
 from its Last Will when it died).
 """
@@ -14,18 +14,20 @@ from its Last Will when it died).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 
 from .alerts_cli import format_age
-from .cli_common import add_db_option, broker_address_file, parse_address, print_json
+from .broker_accounts import MONITOR_USERNAME
+from .cli_common import add_db_option, broker_address_file, monitor_password_file, parse_address, print_json
 from .clock import format_ms, now_ms
 from .store import Store
 
 # The stats JSON of DESIGN.md for a database no gateway has reported on yet.
 NO_GATEWAY_STATS = {"gw": None, "state": "down", "up_s": 0.0, "rate_1m": 0.0, "batch": {"p50_ms": None, "p99_ms": None},
-                    "queue_depth": 0}
+                    "queue_depth": 0, "flooding": []}
 GATEWAY_TOPICS = "pmp/v1/gateway/+/+"  # .../{gw}/state (online|offline) and .../{gw}/stats, both retained
 PROBE_TIMEOUT_S = 0.25  # longest wait for the private broker's retained messages (loopback: a few ms)
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
@@ -35,14 +37,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add ``status`` to ``pmpgw``."""
     status = commands.add_parser("status", help="gateway health: live view, or the stats JSON", description=(
         "Gateway up/down, ingest rate, batch latency, queue depth, rejects by reason, open alerts by severity "
-        "with the age of the oldest, silent devices and database size, redrawn until Ctrl-C. Works with the "
+        "with the age of the oldest, silent devices, flooding devices and database size, redrawn until Ctrl-C. Works with the "
         "gateway stopped (its last saved stats)."))
     status.add_argument("--once", action="store_true", help="print the view once and exit (default: redraw)")
     status.add_argument("--interval", type=float, default=2.0, metavar="S",
                         help="seconds between redraws (default 2)")
     status.add_argument("--json", action="store_true",
                         help="print the stats JSON once (DESIGN.md shape, plus gateways, alerts_oldest, "
-                             "silent_devices) and exit")
+                             "silent_devices, flooding) and exit")
     status.set_defaults(handler=_status)
     add_db_option(status)
 
@@ -67,7 +69,8 @@ def collect(store: Store, db: str) -> dict:
     """The stats JSON of DESIGN.md: readings, open alerts, silent devices and size from the
     database; the rest from the first gateway of ``gateways`` (each gateway's own stats:
     live from the broker, else as it saved them, with ``state`` up or down), up ones first.
-    ``alerts_oldest``: severity -> raised (ms UTC) of the oldest not-resolved alert."""
+    ``alerts_oldest``: severity -> raised (ms UTC) of the oldest not-resolved alert;
+    ``flooding``: the first gateway's flooding publishers (none when it is down)."""
     saved = {stats["gw"]: stats for stats in store.gateway_stats()}
     live = live_gateways(db, expected=set(saved))
     gateways = []
@@ -77,7 +80,7 @@ def collect(store: Store, db: str) -> dict:
         sources = (live_stats, saved.get(gw)) if up else (saved.get(gw), live_stats)
         stats = next((source for source in sources if source), {**NO_GATEWAY_STATS, "gw": gw})
         gateways.append({**stats, "state": "up"} if up else {**stats, "state": "down", "rate_1m": 0.0,
-                                                               "queue_depth": 0})
+                                                               "queue_depth": 0, "flooding": []})
     gateways.sort(key=lambda g: g["state"] != "up")
     alerts = store.open_alerts_summary()
     from_store = {"readings": store.counters(), "alerts_open": {s: a["n"] for s, a in alerts.items()},
@@ -106,8 +109,9 @@ def live_gateways(db: str, expected: set[str] = frozenset(), timeout_s: float = 
 
     got: dict[str, dict] = {}
     done = []
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"pmpgw-status-{time.time_ns()}",
-                         protocol=paho.MQTTv5)
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=MONITOR_USERNAME, protocol=paho.MQTTv5)
+    with contextlib.suppress(FileNotFoundError):  # no file: a broker that takes anonymous clients
+        client.username_pw_set(MONITOR_USERNAME, monitor_password_file(db).read_text().strip())
     client.on_connect = lambda c, userdata, flags, code, properties: c.subscribe(GATEWAY_TOPICS, qos=0)
     client.on_subscribe = lambda c, userdata, mid, codes, properties: c.unsubscribe(GATEWAY_TOPICS)
     client.on_unsubscribe = lambda c, userdata, mid, codes, properties: done.append(True)
@@ -141,6 +145,8 @@ def render(stats: dict, db: str, now: int) -> str:
         "alerts    " + ("  ".join(f"{severity} {n:,} (oldest {format_age(now - stats['alerts_oldest'][severity])})"
                                   for severity, n in stats["alerts_open"].items()) or "none open"),
         f"devices   {stats['silent_devices']:,} silent",
+        "flooding  " + ("  ".join(f"{f['device']} {f['msgs_per_s']:,} msg/s ({f['readings_per_s']:,} readings/s) "
+                                  f"for {format_age(now - f['since'])}" for f in stats["flooding"]) or "none"),
     ]
     return "\n".join(lines)
 

@@ -25,7 +25,10 @@ patient it is bound to (``PROBLEMS``):
   last ``OUTCOME_WINDOW`` (50) readings, once at least ``REJECT_MIN_READINGS`` are counted;
 - ``clock``: its latest counted reading had a clock fault (FUTURE, STALE, meter time fault);
 - ``battery``: its last reported battery below ``BATTERY_LOW_PCT`` %, or its latest reading
-  carried the meter's own "battery low" status.
+  carried the meter's own "battery low" status;
+- ``flood``: it has been flooding (``gateway.flood``: more messages than the gateway's
+  flood limit, by default 1 a second over a minute) for longer than the flood window, so a
+  single burst (a backlog re-sent after an outage) raises nothing; it clears with the flood.
 
 A staff resolution of a DEVICE task empties the reject and clock registers of the devices
 bound to the patient, and battery counts again only from a message received after it: only
@@ -57,6 +60,7 @@ from core.rule_tables import Rule
 from core.window_layout import DAY_MS
 
 from .activity import METRICS, NEVER, Activity
+from .flood import FloodMeter
 from .store import AlertIn, Store
 from .store.store import COOLDOWN_MS, GATEWAY_ACTOR
 
@@ -67,7 +71,7 @@ SILENT_MS = 7 * DAY_MS  # DEVICE "silent": nothing received for longer than this
 REJECT_PCT = 20  # DEVICE "reject_rate": more than this % of the counted readings rejected ...
 REJECT_MIN_READINGS = 10  # ... once at least this many are counted (of the last OUTCOME_WINDOW)
 BATTERY_LOW_PCT = 15.0  # DEVICE "battery": last reported percent below this
-PROBLEMS = ("silent", "reject_rate", "clock", "battery")  # order in a DEVICE task's values
+PROBLEMS = ("silent", "reject_rate", "clock", "battery", "flood")  # order in a DEVICE task's values
 # Note of the gateway's resolution of a task whose condition cleared: (rule, patient still
 # covered by the sweep) -> note.
 RESOLVED_NOTES: dict[tuple[Rule, bool], str] = {
@@ -226,10 +230,12 @@ def missed_tasks(registry: Registry, bound: Bound, last_valid: np.ndarray, resol
     return tasks, covered
 
 
-def device_problems(bound: Bound, activity: Activity, now_ms: int) -> tuple[np.ndarray, np.ndarray]:
+def device_problems(bound: Bound, activity: Activity, now_ms: int,
+                    flooding: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The problems of each bound pair's device at ``now_ms``: bool[k, len(PROBLEMS)], and
     int64[k] since when its earliest one holds (silent: heard + SILENT_MS; otherwise its
-    last message)."""
+    last message). ``flooding`` bool[n_devices]: who floods for longer than the flood
+    window (``FloodMeter.sustained``); None: nobody."""
     d = bound.device
     last_rx, reset_at, counted = activity.last_rx[d], activity.reset_at[d], activity.counted[d].astype(np.int64)
     heard = np.maximum.reduce([last_rx, bound.start, reset_at])
@@ -239,13 +245,17 @@ def device_problems(bound: Bound, activity: Activity, now_ms: int) -> tuple[np.n
     problems[:, 1] = (counted >= REJECT_MIN_READINGS) & (100 * rejects > REJECT_PCT * counted)
     problems[:, 2] = (counted > 0) & ((activity.clock_faults[d] & np.uint64(1)) != 0)
     problems[:, 3] = (last_rx > reset_at) & ((activity.battery[d] < BATTERY_LOW_PCT) | activity.battery_low[d])
+    if flooding is not None:
+        problems[:, 4] = flooding[d]
     return problems, np.where(problems[:, 0], heard + SILENT_MS, last_rx)
 
 
-def device_tasks(registry: Registry, bound: Bound, activity: Activity, now_ms: int) -> tuple[list[Task], np.ndarray]:
+def device_tasks(registry: Registry, bound: Bound, activity: Activity, now_ms: int,
+                 flooding: np.ndarray | None = None) -> tuple[list[Task], np.ndarray]:
     """DEVICE tasks at ``now_ms`` (module docstring), one per patient with a problem device,
-    and bool[n_patients]: who was covered (has a measuring device bound)."""
-    problems, since = device_problems(bound, activity, now_ms)
+    and bool[n_patients]: who was covered (has a measuring device bound). ``flooding`` as
+    ``device_problems`` takes it."""
+    problems, since = device_problems(bound, activity, now_ms, flooding)
     rows = np.flatnonzero(problems.any(axis=1))
     by_patient: dict[int, tuple[int, list]] = {}
     for p, d, t, code in zip(bound.patient[rows].tolist(), bound.device[rows].tolist(), since[rows].tolist(),
@@ -258,11 +268,12 @@ def device_tasks(registry: Registry, bound: Bound, activity: Activity, now_ms: i
     return tasks, bound.has_device
 
 
-def task_values(task: Task, registry: Registry, activity: Activity) -> dict:
+def task_values(task: Task, registry: Registry, activity: Activity, flood: FloodMeter | None = None) -> dict:
     """The alert values of ``task``. MISSED: ``{"metrics": [...], "last_valid": {metric: t
     or None}, "plan_days": {metric: days}}``; DEVICE: ``{"devices": {device id: [problem,
     ...]}, "figures": {device id: {"last_rx", "battery" (percent or None), "battery_low",
-    "readings" (counted, <= 50), "rejected", "clock_faults"}}}``."""
+    "readings" (counted, <= 50), "rejected", "clock_faults"}}}``, and for a device with
+    the ``flood`` problem ``"msgs_per_s"`` (over the last flood window)."""
     if task.rule is Rule.MISSED:
         p, columns = task.patient, [_METRIC_COLUMN[m] for m in task.problems]
         last = activity.last_valid[p, columns].tolist()
@@ -271,7 +282,7 @@ def task_values(task: Task, registry: Registry, activity: Activity) -> dict:
                 "plan_days": dict(zip(task.problems, registry.plan_days[p, columns].tolist()))}
     index = registry.device_index
     figures = {}
-    for device_id, _ in task.problems:
+    for device_id, problems in task.problems:
         d = index[device_id]
         last_rx, battery = int(activity.last_rx[d]), float(activity.battery[d])
         figures[device_id] = {"last_rx": None if last_rx == NEVER else last_rx,
@@ -279,6 +290,8 @@ def task_values(task: Task, registry: Registry, activity: Activity) -> dict:
                               "battery_low": bool(activity.battery_low[d]), "readings": int(activity.counted[d]),
                               "rejected": int(np.bitwise_count(activity.rejects[d])),
                               "clock_faults": int(np.bitwise_count(activity.clock_faults[d]))}
+        if "flood" in problems and flood is not None:
+            figures[device_id]["msgs_per_s"] = round(flood.msgs_per_s(d), 2)
     return {"devices": {device_id: list(problems) for device_id, problems in task.problems}, "figures": figures}
 
 
@@ -331,8 +344,9 @@ class Sweeper:
         self.missed_resolved = np.zeros(0, dtype=np.int64)
         self._resolutions_after: int | None = None  # None: read them all (first run)
 
-    def run(self, activity: Activity, now_ms: int) -> list[dict]:
-        """Sweep at ``now_ms``; return the alert JSON of each task raised or re-notified (to
+    def run(self, activity: Activity, now_ms: int, flood: FloodMeter | None = None) -> list[dict]:
+        """Sweep at ``now_ms`` (``flood``: the writer's flood counts, for the DEVICE
+        ``flood`` problem); return the alert JSON of each task raised or re-notified (to
         publish). Raises StoreError when the store refuses (nothing written)."""
         version = self.store.registry_version()
         if self.registry is None or version != self._version:
@@ -347,14 +361,15 @@ class Sweeper:
         self._take_resolutions(activity, bound, now_ms)
         missed, missed_covered = missed_tasks(registry, bound, activity.last_valid[:registry.n_patients],
                                               self.missed_resolved[:registry.n_patients], now_ms)
-        device, device_covered = device_tasks(registry, bound, activity, now_ms)
+        flooding = None if flood is None else flood.sustained(now_ms, registry.n_devices)
+        device, device_covered = device_tasks(registry, bound, activity, now_ms, flooding)
         open_tasks = [OpenTask(*row) for row in self.store.open_tasks()]
         raises, resolves = decide(missed + device, {Rule.MISSED: missed_covered, Rule.DEVICE: device_covered},
                                   open_tasks, now_ms)
         if not raises and not resolves:
             return []
         alerts = [AlertIn(patient=task.patient, rule=task.rule.name, t=task.t, late=False,
-                          values=task_values(task, registry, activity)) for task in raises]
+                          values=task_values(task, registry, activity, flood)) for task in raises]
         return self.store.apply_tasks(alerts, resolves, now_ms)
 
     def _take_resolutions(self, activity: Activity, bound: Bound, now_ms: int) -> None:

@@ -191,6 +191,18 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         # Sweeps: task resolutions since a time, without scanning every resolved alert.
         """CREATE INDEX alerts_tasks_resolved ON alerts (updated) WHERE state = 'resolved' AND severity = 'task'""",
     )),
+    # Broker accounts (gateway.broker_accounts): a device's or hub's MQTT password, as
+    # mosquitto_passwd's hash; no row = no account (never issued, or revoked by retire).
+    (4, "broker accounts of devices, hubs and dashboards", (
+        """CREATE TABLE broker_accounts (
+            device INTEGER PRIMARY KEY REFERENCES devices (idx),
+            password_hash TEXT NOT NULL,               -- $7$101$salt$hash (Mosquitto 2.0)
+            issued INTEGER NOT NULL)                   -- ms UTC""",
+        # Clinicians' dashboards: read alerts and the gateways' state and stats.
+        """CREATE TABLE dashboard_accounts (
+            name TEXT PRIMARY KEY,                     -- user name pmpgw-dash-{name}
+            password_hash TEXT NOT NULL, issued INTEGER NOT NULL)""",
+    )),
 )
 
 # Measured with bench/store_insert_ceiling.py: a batch dirties about one leaf page per
@@ -276,6 +288,7 @@ SELECT_KV = "SELECT key, value FROM kv"
 GET_KV = "SELECT value FROM kv WHERE key = ?"
 ACK_KEY_PREFIX = "ack."
 REGISTRY_VERSION_KEY = "registry_version"
+ACCOUNTS_VERSION_KEY = "broker_accounts_version"  # bumped by every account issued or revoked
 WINDOWS_THROUGH_KEY = "windows_through_reading"
 
 UPSERT_WINDOW = "INSERT INTO windows (patient, acc) VALUES (?, ?) ON CONFLICT (patient) DO UPDATE SET acc = excluded.acc"
@@ -290,6 +303,7 @@ INSERT_STAFF = "INSERT INTO staff (id, name, role) VALUES (?, ?, ?)"
 SELECT_STAFF = "SELECT 1 FROM staff WHERE id = ?"
 PATIENT_IDX = "SELECT idx FROM patients WHERE id = ?"
 ALL_DEVICES = "SELECT id, idx FROM devices"
+DEVICE_KINDS_OF_ALL = "SELECT id, kind FROM devices"
 ALL_PATIENTS = "SELECT id, idx FROM patients"
 PATIENT_OFFSETS = "SELECT idx, utc_offset_min FROM patients"
 OVERLAPPING_BINDING = """SELECT b.id, p.id, b.valid_from, b.valid_to FROM bindings b JOIN patients p ON p.idx = b.patient
@@ -372,6 +386,15 @@ DEVICE_BINDINGS = """SELECT p.id, b.user_slot, b.valid_from, b.valid_to FROM bin
     JOIN patients p ON p.idx = b.patient WHERE b.device = ? ORDER BY b.valid_from, b.id"""
 SET_DEVICE_KIND = "UPDATE devices SET kind = ? WHERE idx = ?"
 RETIRE_DEVICE = "UPDATE devices SET retired = ? WHERE idx = ?"
+UPSERT_ACCOUNT = ("INSERT INTO broker_accounts (device, password_hash, issued) VALUES (?, ?, ?) "
+                  "ON CONFLICT (device) DO UPDATE SET password_hash = excluded.password_hash, issued = excluded.issued")
+DELETE_ACCOUNT = "DELETE FROM broker_accounts WHERE device = ?"
+SELECT_ACCOUNTS = """SELECT d.id, d.kind, a.password_hash FROM broker_accounts a JOIN devices d ON d.idx = a.device
+    ORDER BY d.idx"""
+UPSERT_DASHBOARD = ("INSERT INTO dashboard_accounts (name, password_hash, issued) VALUES (?, ?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, issued = excluded.issued")
+DELETE_DASHBOARD = "DELETE FROM dashboard_accounts WHERE name = ?"
+SELECT_DASHBOARDS = "SELECT name, password_hash, issued FROM dashboard_accounts ORDER BY name"
 BINDING_FROM = """SELECT p.id, b.valid_from FROM bindings b JOIN patients p ON p.idx = b.patient
     WHERE b.device = ? AND b.valid_from >= ? ORDER BY b.valid_from LIMIT 1"""
 CLOSE_BINDINGS_AT = ("UPDATE bindings SET valid_to = :at WHERE device = :device AND valid_from < :at "

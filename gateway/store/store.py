@@ -52,6 +52,7 @@ from core.layout import empty_batch
 from core.rule_tables import SEVERITY_RANK, THRESHOLDS, Param, Rule, default_thresholds, severity_and_route
 from core.window_layout import N_ACC, N_METRICS, RING_DAYS, empty_slots
 
+from .. import broker_accounts
 from ..clock import format_ms
 from ..escalation import ESCALATED_SEVERITY, ESCALATED_STATE, Pending, escalations_due
 from .sql import (
@@ -100,6 +101,7 @@ from .sql import (
     GET_KV,
     ACK_KEY_PREFIX,
     REGISTRY_VERSION_KEY,
+    ACCOUNTS_VERSION_KEY,
     WINDOWS_THROUGH_KEY,
     UPSERT_WINDOW,
     SELECT_WINDOWS,
@@ -111,6 +113,7 @@ from .sql import (
     SELECT_STAFF,
     PATIENT_IDX,
     ALL_DEVICES,
+    DEVICE_KINDS_OF_ALL,
     ALL_PATIENTS,
     PATIENT_OFFSETS,
     OVERLAPPING_BINDING,
@@ -135,6 +138,12 @@ from .sql import (  # registry
     DEVICE_BINDINGS,
     SET_DEVICE_KIND,
     RETIRE_DEVICE,
+    UPSERT_ACCOUNT,
+    DELETE_ACCOUNT,
+    SELECT_ACCOUNTS,
+    UPSERT_DASHBOARD,
+    DELETE_DASHBOARD,
+    SELECT_DASHBOARDS,
     BINDING_FROM,
     CLOSE_BINDINGS_AT,
 )
@@ -295,7 +304,8 @@ class RegistryError(StoreError, ValueError):
     ``reason``: INVALID (malformed id, kind, role, programme, zone, target or interval),
     EXISTS (the id is taken), UNKNOWN (no such device, patient, staff member or alert),
     OVERLAP (the device and user slot are already bound for part of the interval),
-    RETIRED (the device is retired: it cannot be bound or retired again),
+    RETIRED (the device is retired: it cannot be bound or retired again, nor get a broker account),
+    RESERVED (a device id starting with ``pmpgw-``, the gateways' broker user names),
     STATE (alert transition not allowed from its current state; a device bound after the
     time it is to be retired at). ``value``: the offending input, when there is one.
     """
@@ -578,7 +588,8 @@ class Store:
     @classmethod
     def open(cls, path: str | os.PathLike, *, synchronous: Synchronous = "FULL",
              busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Store:
-        """Open (creating if needed) the database at ``path`` and apply pending migrations.
+        """Open (creating it and its folder if needed) the database at ``path`` and apply
+        pending migrations.
 
         ``synchronous``: FULL (default: a committed batch survives power loss, DESIGN.md) or
         NORMAL (survives a crash of the process, may lose the last commits on power loss).
@@ -588,6 +599,10 @@ class Store:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         path = os.fspath(path)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        except OSError as error:
+            raise StoreError("CANTOPEN", f"cannot create the folder of {path}: {error}") from error
         try:
             conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000,
                                    check_same_thread=False, cached_statements=256)
@@ -1013,9 +1028,89 @@ class Store:
                                              "after that binding starts", at_ms)
             closed = conn.execute(CLOSE_BINDINGS_AT, {"at": at_ms, "device": idx}).rowcount
             conn.execute(RETIRE_DEVICE, (at_ms, idx))
-            self._audit(conn, _now_ms(), actor, "device.retire", device_id, {"at": at_ms, "bindings_ended": closed})
+            revoked = conn.execute(DELETE_ACCOUNT, (idx,)).rowcount
+            self._audit(conn, _now_ms(), actor, "device.retire", device_id,
+                        {"at": at_ms, "bindings_ended": closed, "account_revoked": bool(revoked)})
             self._bump_registry(conn)
+            conn.execute(ADD_COUNTER, (ACCOUNTS_VERSION_KEY, 1))
         return closed
+
+    def issue_credentials(self, device_ids: Sequence[str], *, actor: str = CLI_ACTOR) -> dict[str, str]:
+        """Give registered devices and hubs new broker passwords (an old one, if any, stops
+        working) in one transaction; return id -> password. Passwords are stored only as
+        their hashes, so this is the one time they can be shown. An account's user name is
+        the device id.
+
+        RegistryError, nothing issued: UNKNOWN (not registered), RETIRED, INVALID (a kind
+        that does not connect to the broker: a BLE meter, which its hub relays, or a device
+        of unknown kind), and the reasons of ``broker_accounts.check_username``.
+        """
+        for device_id in device_ids:
+            try:
+                broker_accounts.check_username(device_id)
+            except broker_accounts.AccountError as error:
+                raise RegistryError(error.reason, str(error), error.value) from None
+        if not device_ids:
+            return {}
+        passwords = {device_id: broker_accounts.new_password() for device_id in device_ids}
+        now_ms = _now_ms()
+        with self._write() as conn:
+            rows = []
+            for device_id, password in passwords.items():
+                idx, kind, retired, _ = self._device_row(conn, device_id)
+                if retired is not None:
+                    raise RegistryError("RETIRED", f"device {device_id!r} was retired at {format_ms(retired)}: it "
+                                                   "gets no broker account", device_id)
+                if not broker_accounts.connects(device_id, kind):
+                    raise RegistryError("INVALID", f"device {device_id!r} is of kind {kind!r}, which does not "
+                                                   "connect to the broker (register its kind: pmpgw devices add)", kind)
+                rows.append((idx, broker_accounts.hash_password(password), now_ms))
+            conn.executemany(UPSERT_ACCOUNT, rows)
+            self._audit(conn, now_ms, actor, "devices.credentials", device_ids[0] if len(device_ids) == 1 else None,
+                        {"issued": len(rows)})
+            conn.execute(ADD_COUNTER, (ACCOUNTS_VERSION_KEY, 1))
+        return passwords
+
+    def issue_dashboard_account(self, name: str, *, actor: str = CLI_ACTOR) -> str:
+        """Give dashboard ``name`` (user name ``broker_accounts.dashboard_username(name)``) a
+        new broker password, creating the account if needed, and return it (shown once: only
+        its hash is kept). RegistryError INVALID for a name that cannot be a user name."""
+        try:
+            broker_accounts.dashboard_username(name)
+        except broker_accounts.AccountError as error:
+            raise RegistryError(error.reason, str(error), error.value) from None
+        password = broker_accounts.new_password()
+        now_ms = _now_ms()
+        with self._write() as conn:
+            conn.execute(UPSERT_DASHBOARD, (name, broker_accounts.hash_password(password), now_ms))
+            self._audit(conn, now_ms, actor, "dashboard.credentials", name, {})
+            conn.execute(ADD_COUNTER, (ACCOUNTS_VERSION_KEY, 1))
+        return password
+
+    def revoke_dashboard_account(self, name: str, *, actor: str = CLI_ACTOR) -> None:
+        """Delete dashboard ``name``'s account; RegistryError UNKNOWN if it has none."""
+        with self._write() as conn:
+            if not conn.execute(DELETE_DASHBOARD, (name,)).rowcount:
+                raise RegistryError("UNKNOWN", f"dashboard {name!r} has no broker account", name)
+            self._audit(conn, _now_ms(), actor, "dashboard.revoke", name, {})
+            conn.execute(ADD_COUNTER, (ACCOUNTS_VERSION_KEY, 1))
+
+    def dashboards(self) -> list[dict]:
+        """Dashboard accounts by name: dicts with name, username, issued (ms UTC)."""
+        return [{"name": name, "username": broker_accounts.dashboard_username(name), "issued": issued}
+                for name, _, issued in self._read(SELECT_DASHBOARDS)]
+
+    def broker_accounts(self) -> list[broker_accounts.Account]:
+        """The broker accounts of devices and hubs in service (by registry index) and of dashboards."""
+        devices = [broker_accounts.Account(device_id, broker_accounts.DEVICE_ROLES[kind], password_hash)
+                   for device_id, kind, password_hash in self._read(SELECT_ACCOUNTS)]
+        return devices + [broker_accounts.Account(broker_accounts.dashboard_username(name), "dashboard", password_hash)
+                          for name, password_hash, _ in self._read(SELECT_DASHBOARDS)]
+
+    def broker_accounts_version(self) -> int:
+        """A number that changes whenever an account is issued or revoked (cheap to poll)."""
+        row = self._read(GET_KV, (ACCOUNTS_VERSION_KEY,))
+        return int(row[0][0]) if row else 0
 
     def devices(self, *, kind: str | None = None, at_ms: int | None = None, limit: int = 10_000) -> list[dict]:
         """Devices by index: dicts with id, kind, created, retired (ms UTC or None) and
@@ -1281,6 +1376,10 @@ class Store:
     def device_index(self) -> dict[str, int]:
         """Device id -> registry index."""
         return dict(self._read(ALL_DEVICES))
+
+    def device_kinds(self) -> dict[str, str]:
+        """Device id -> kind (DEVICE_KINDS)."""
+        return dict(self._read(DEVICE_KINDS_OF_ALL))
 
     def patient_index(self) -> dict[str, int]:
         """Patient id -> registry index."""
@@ -1779,6 +1878,9 @@ def _check_device_id(device_id: str) -> None:
     if not isinstance(device_id, str) or not (_ID.fullmatch(device_id) or _BLE_ID.fullmatch(device_id)):
         raise RegistryError("INVALID", f"device id {device_id!r}: use 1-64 of [A-Za-z0-9_.-], or a BLE "
                                        "address in upper case with colons (AA:BB:CC:DD:EE:FF)", device_id)
+    if device_id.startswith(broker_accounts.GATEWAY_PREFIX):
+        raise RegistryError("RESERVED", f"device id {device_id!r}: ids starting with "
+                                        f"{broker_accounts.GATEWAY_PREFIX!r} are gateways' broker user names", device_id)
 
 
 def _check_binding(start_ms: int, end_ms: int | None, user: int | None) -> None:

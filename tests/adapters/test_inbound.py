@@ -61,6 +61,25 @@ def test_bad_topic_is_one_topic_row_without_a_device():
     assert decoded.details == {(0, 0): "TOPIC: not an inbound topic: 'pmp/v1/dev/a:b/m'"}
 
 
+@pytest.mark.parametrize("kind, route_ok", [("bp", (True, False)), ("glu", (True, False)), ("cgm", (True, False)),
+                                            ("hub", (False, True)), ("unknown", (True, True)), (None, (True, True))])
+def test_a_registered_kind_publishes_only_on_its_route(kind, route_ok):
+    """A tonometer on the hub route (its records could name any BLE meter), a hub on the
+    readings route: TOPIC for the whole message, under the publisher."""
+    devices = DeviceIndex({"x1": 0})
+    kinds = {} if kind is None else {"x1": kind}
+    messages = [Inbound("pmp/v1/dev/x1/m", msgpack.packb([BP, GLU]), NOW),
+                Inbound("pmp/v1/hub/x1/gatt", msgpack.packb([GATT]), NOW)]
+    decoded = decode_messages(messages, devices, kinds=kinds)
+    for message, ok in enumerate(route_ok):
+        reasons = decoded.batch["reason"][decoded.message == message]
+        if ok:
+            assert Reason.TOPIC not in reasons
+        else:
+            assert list(reasons) == [Reason.TOPIC] and decoded.batch["device"][decoded.message == message][0] == 0
+            assert f"x1 is registered as {kind}" in decoded.details[(message, 0)]
+
+
 def test_payload_types():
     payload = msgpack.packb(BP)
     decoded = decode_messages([Inbound(DEV, bytearray(payload), NOW), Inbound(DEV, memoryview(payload), NOW),

@@ -171,6 +171,60 @@ async def until_backlog(link: MqttLink, n: int) -> None:
             await trio.sleep(0.01)
 
 
+async def test_messages_of_a_resumed_session_that_arrive_before_the_suback_are_acked(broker):
+    """Regression (found while restarting the broker under load): a resumed session's queued
+    messages arrive right after CONNACK, before the SUBACK that marks the link connected. Their
+    acks were dropped as if the connection was gone, so they stayed in flight on a live
+    connection: the broker never redelivers them on it, and once Receive Maximum of them pile
+    up it sends nothing more (the gateway wedged until some later reconnect)."""
+    async with running(broker) as link:
+        await link.wait_connected()  # the session exists and keeps the subscriptions
+    queued = [b"%d" % i for i in range(600)]  # more than one read wakeup (READS_PER_WAKEUP) holds
+    await trio.to_thread.run_sync(publish, broker, queued)
+    async with trio.open_nursery() as nursery:
+        link = MqttLink(settings(broker, inbox_limit=10))  # the reader pauses once the inbox fills
+        nursery.start_soon(link.run)
+        with trio.fail_after(5):
+            early = await link.receive_batch(len(queued), 0)
+        assert not link.stats.connected  # the SUBACK waits behind the queued messages
+        assert link.ack(early) == len(early) and link.stats.stale_acks == 0
+        rest = await receive(link, len(queued) - len(early))
+        assert sorted(m.payload for m in early + rest) == sorted(queued)
+        assert link.ack(rest) == len(rest)
+        await link.wait_connected()  # close flushes the acks of a connected link
+        await link.close()
+    async with running(broker) as again:
+        assert await nothing_arrives(again)  # every message was acked on the connection it came on
+
+
+async def test_a_restarted_broker_resumes_the_session_and_connections_count_only_established_ones(broker):
+    """The link reconnects by itself to a broker restarted on its port and data directory
+    (SIGTERM: it saves its persistence), and the session it resumes kept the subscriptions:
+    messages published while the link was away arrive. ``connections`` counts connections
+    established, not the attempts refused while the broker was down (it counted those too)."""
+    from gateway.broker import PrivateBroker
+
+    async with running(broker, reconnect_min_s=0.02, reconnect_max_s=0.05) as link:
+        broker.stop()  # blocking calls: the link cannot run (nor reconnect) until the next await
+        with trio.fail_after(10):
+            while "cannot reach" not in link.stats.last_error:
+                await trio.sleep(0.01)
+            refused = link.stats.last_error
+            await trio.sleep(0.3)  # a few more refused attempts
+        restarted = PrivateBroker.start(broker.data_dir, port=broker.port)
+        try:
+            publish(restarted, [b"%d" % i for i in range(30)])  # before the link can reconnect
+            got = await receive(link, 30, timeout_s=10)
+            assert sorted(m.payload for m in got) == sorted(b"%d" % i for i in range(30))
+            assert {m.connection for m in got} != {1} and link.ack(got) == 30
+            with trio.fail_after(10):
+                await link.wait_connected()
+            assert link.stats.connected and link.stats.connections == 2, (link.stats, refused)
+        finally:
+            await link.close()
+            restarted.stop()
+
+
 async def test_receiving_leaves_no_cyclic_garbage(broker):
     """The gateway runs the cyclic collector rarely (gateway.service.GC_THRESHOLDS): receiving
     must not make reference cycles, or up to a million objects of them pile up between

@@ -39,6 +39,9 @@ TOPICS = [
     ("PMP/v1/dev/a/m", None),
     ("pmp/v1/dev/a/b/m", None),
     ("", None),
+    ("pmp/v1/dev/pmpgw-gw1/m", None),  # the gateway's own accounts never publish readings
+    ("pmp/v1/hub/pmpgw-monitor/gatt", None),
+    ("pmp/v1/dev/pmpgw/m", (Route.READINGS, "pmpgw")),
     (b"pmp/v1/dev/a/m", None),
     (None, None),
 ]

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from gateway.broker import BROKER_SETTINGS, PrivateBroker, config_text
+from gateway.broker import BROKER_SETTINGS, PrivateBroker, TlsListener, config_text
 
 
 def test_config_sizes_what_the_guarantees_depend_on(tmp_path):
@@ -14,6 +14,18 @@ def test_config_sizes_what_the_guarantees_depend_on(tmp_path):
     for key in ("max_inflight_messages", "max_queued_messages", "max_queued_bytes", "persistence"):
         assert f"{key} {BROKER_SETTINGS[key]}" in text
     assert int(BROKER_SETTINGS["max_inflight_messages"]) > 20  # Mosquitto's default would cap a batch at 20
+    assert "allow_anonymous true" in text  # the tests' own brokers; pmpgw run's is secured:
+
+
+def test_secured_config_admits_only_accounts_and_binds_client_ids_on_every_listener(tmp_path):
+    tls = TlsListener("127.0.0.1", 8883, tmp_path / "cert.pem", tmp_path / "key.pem")
+    lines = config_text(1883, tmp_path, secured=True, tls=tls).splitlines()
+    assert {"allow_anonymous false", "per_listener_settings false", f"password_file {tmp_path / 'passwd'}",
+            f"acl_file {tmp_path / 'acl'}"} <= set(lines)
+    assert "allow_anonymous true" not in lines
+    for listener in ("listener 1883 127.0.0.1", "listener 8883 127.0.0.1"):  # a per-listener setting
+        assert lines[lines.index(listener) + 1] == "use_username_as_clientid true"
+    assert f"certfile {tmp_path / 'cert.pem'}" in lines and f"keyfile {tmp_path / 'key.pem'}" in lines
 
 
 def test_broker_listens_and_stops(broker):

@@ -24,7 +24,11 @@ def test_run_simulate_status_and_drain(tmp_path):
             time.sleep(0.1)
         simulated = pmpgw("simulate", "--patients", "20", "--days", "1", db=db)
         assert simulated.returncode == 0, simulated.stderr
-        published = json.loads(simulated.stdout)["published"]
+        outcome = json.loads(simulated.stdout)
+        published = outcome["published"]
+        # Each device and hub logged in with the account simulate issued it, and was let publish.
+        assert (outcome["denied"], outcome["failed"], outcome["refused_connections"]) == (0, 0, [])
+        assert outcome["gateway_acked"] > 0 and outcome["ack_pending"] == []
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             status = json.loads(pmpgw("status", "--json", db=db).stdout)

@@ -198,7 +198,7 @@ def test_devices_bind_unbind_retire(pmpgw, db):
     assert [b["device"] for b in json.loads(ok(pmpgw("patients", "show", "A", "--json")))["bindings"]] == [
         "tono-1", "tono-1"]
     assert [action for _, action, subject in audit(db) if subject == "tono-1"] == [
-        "device.add", "bind", "bind", "unbind", "bind", "device.retire"]
+        "device.add", "devices.credentials", "bind", "bind", "unbind", "bind", "device.retire"]
 
 
 def bp(seq, t, sys_=120, dia=80):
@@ -263,7 +263,8 @@ def test_a_publisher_first_seen_with_garbage_is_registered_unknown_then_given_it
     assert [(d["id"], d["kind"]) for d in json.loads(ok(pmpgw("devices", "list", "--kind", "unknown", "--json")))] == [
         ("new-1", "unknown")]
     assert "device new-1 registered as glu (index 0)" in ok(pmpgw("devices", "add", "new-1", "--kind", "glu"))
-    assert audit(db) == [("gateway", "device.add", "new-1"), ("cli", "device.kind", "new-1")]
+    assert audit(db) == [("gateway", "device.add", "new-1"), ("cli", "device.kind", "new-1"),
+                         ("cli", "devices.credentials", "new-1")]
 
 
 DEVICES = "id,kind,patient,from,to,user\n"
@@ -352,6 +353,19 @@ def test_devices_import_check_then_import_of_a_good_file(pmpgw, db, tmp_path):
     assert audit(db)[-1] == ("cli", "devices.add", "tono-1")
     status, _, err = pmpgw("devices", "import", tmp_path / "missing.csv")
     assert status == 2 and err.startswith("pmpgw: FILE: cannot read")
+
+
+def test_devices_import_issues_broker_accounts_to_devices_and_hubs_into_an_owner_only_file(pmpgw, db, tmp_path):
+    ok(pmpgw("patients", "add", "A"))
+    csv, out = tmp_path / "devices.csv", tmp_path / "accounts.csv"
+    csv.write_text(DEVICES + "tono-1,bp,A,,,\nhub-1,hub,,,,\nAA:BB:CC:DD:EE:01,glu,A,,,\n")
+    summary = json.loads(ok(pmpgw("devices", "import", csv, "--credentials", out, "--json")))
+    assert (summary["imported"], summary["accounts"]) == (3, 2)
+    rows = out.read_text().splitlines()
+    assert rows[0] == "id,password" and sorted(r.split(",")[0] for r in rows[1:]) == ["hub-1", "tono-1"]
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    with Store.open(db) as store:
+        assert sorted((a.username, a.role) for a in store.broker_accounts()) == [("hub-1", "hub"), ("tono-1", "device")]
 
 
 def test_an_imported_device_has_its_readings_stored_for_the_patient_bound_at_their_time(pmpgw, db, tmp_path):
