@@ -25,6 +25,7 @@ MODULES = [
     "bench.store_insert_ceiling",
     "bench.e2e_ingest",
     "bench.faults_kill_restart",
+    "bench.faults_disk_full",
     "bench.report_protocol",
     "bench.report_coverage",
     "bench.cli_status_once",
