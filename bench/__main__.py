@@ -28,6 +28,7 @@ MODULES = [
     "bench.faults_broker_restart",
     "bench.broker_accounts",
     "bench.faults_flood",
+    "bench.faults_disk_full",
     "bench.soak",
     "bench.report_protocol",
     "bench.report_coverage",

@@ -9,7 +9,8 @@ and due to be re-sent) holds the ack back, so the device never purges what was n
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -21,6 +22,30 @@ class ContiguousAcks:
         """Start from the acks already sent (``publisher -> seq``, e.g. saved by the store)."""
         self._acked: dict[str, int] = dict(acked or {})
         self._above: dict[str, set[int]] = {}
+        self._undo: dict[str, tuple[int | None, set[int] | None]] | None = None
+
+    @contextlib.contextmanager
+    def tentative(self) -> Iterator[None]:
+        """Commits recorded inside the block are undone if it raises: wrap the acks of a
+        batch together with the store's commit of that batch, so a refused commit leaves
+        every publisher's ack where it was (the batch will be processed again)."""
+        undo: dict[str, tuple[int | None, set[int] | None]] = {}
+        self._undo = undo
+        try:
+            yield
+        except BaseException:
+            for publisher, (acked, above) in undo.items():
+                if acked is None:
+                    self._acked.pop(publisher, None)
+                else:
+                    self._acked[publisher] = acked
+                if above is None:
+                    self._above.pop(publisher, None)
+                else:
+                    self._above[publisher] = above
+            raise
+        finally:
+            self._undo = None
 
     def commit(self, publisher: str, seqs: Iterable[int] | np.ndarray) -> int | None:
         """Record committed ``seqs`` of ``publisher``; return its new ack if it moved, else None.
@@ -31,6 +56,9 @@ class ContiguousAcks:
         if not len(seqs):
             return None
         before = self._acked.get(publisher)
+        if self._undo is not None and publisher not in self._undo:
+            above = self._above.get(publisher)
+            self._undo[publisher] = (before, None if above is None else set(above))
         acked = int(seqs[0]) - 1 if before is None else before
         fresh = seqs[seqs > acked]
         above = self._above.get(publisher)

@@ -98,6 +98,7 @@ class Ingest:
         self.dedup_max_capacity = dedup_max_capacity
         self.recalled = self.recalled_found = self.dedup_peak_capacity = 0
         self.activity = Activity.from_rows(*store.load_activity())  # the sweeps' state; _load_core_state replays
+        self._core_stale = True
         self._load_core_state()
         self.sweeper = Sweeper(store)
         self.flood = FloodMeter(flood, len(self.devices))
@@ -110,7 +111,8 @@ class Ingest:
         """The core's state as the store has it: registry, dedup keys of the readings
         measured in the last DEDUP_HORIZON_MS (the newest of them, if more than the table
         holds), window state as saved plus the readings stored since (replayed in id order,
-        into the sweeps' activity state too, from the older of the two saves)."""
+        into the sweeps' activity state too, from the older of the two saves).
+        ``_core_stale`` stays True until a load completes."""
         store, impl = self.store, self.impl
         arrays, through = store.load_windows()
         self.pipeline = core.Pipeline(impl, n_patients=len(arrays["tz_min"]), tz_min=arrays["tz_min"],
@@ -128,6 +130,7 @@ class Ingest:
         while True:
             batch, ids = store.readings_batch(after_id=after)
             if not len(ids):
+                self._core_stale = False
                 return
             self.pipeline.windows.update(batch[ids > through], self.pipeline.thresholds)
             self._mark_windows_dirty(batch["patient"][ids > through])
@@ -196,17 +199,18 @@ class Ingest:
         return True
 
     def process(self, messages: list[Received], now_ms: int) -> Outcome:
-        """Decode, validate, dedup, bind, window and evaluate ``messages``; commit them in one
-        transaction. Raises StoreError (nothing written, the core's state reloaded from the
-        store; the messages must not be acked, and may be processed again)."""
+        """Decode, validate, dedup, bind, window and evaluate ``messages``; commit them, with
+        the device and hub acks they move, in one transaction. Raises StoreError (nothing
+        written; the core's state, the registry and the acks as the store has them; the
+        messages must not be acked, and may be processed again)."""
         inbound = [Inbound(m.topic, m.payload, m.rx_ms) for m in messages]
         decoded = self.decode(inbound)
-        result = self.commit(decoded, inbound, now_ms)
         routes = [parse_topic(m.topic) for m in messages]
-        publications = alert_publications(result.alerts)
-        publications += self._acks(routes, decoded.batch, decoded.message, decoded.hseq)
+        with self.device_acks.tentative(), self.hub_acks.tentative():
+            moved, acks = self._acks(routes, decoded.batch, decoded.message, decoded.hseq)
+            result = self.commit(decoded, inbound, now_ms, publisher_acks=moved)
         self._count_publishers(routes, decoded.message, now_ms)
-        return Outcome(result, publications)
+        return Outcome(result, alert_publications(result.alerts) + acks)
 
     def _count_publishers(self, routes: list[tuple[Route, str] | None], message: np.ndarray, now_ms: int) -> None:
         """Count a committed batch's messages and rows per publisher (``gateway.flood``) and
@@ -235,16 +239,27 @@ class Ingest:
         known = len(self.devices)
         decoded = decode_messages(messages, self.devices, kinds=self.kinds)
         if len(self.devices) > known:
-            self._register_new_devices(decoded.batch, known, messages, decoded.message)
+            try:
+                self._register_new_devices(decoded.batch, known, messages, decoded.message)
+            except StoreError:
+                # The adapters gave the new publishers provisional indexes the store may not
+                # have given them: take the device index from the store at the next batch.
+                self._registry_version = None
+                raise
         return decoded
 
     def commit(self, decoded: Decoded, messages: list[Inbound], now_ms: int, *,
-               replayed: np.ndarray | None = None) -> CommitResult:
+               replayed: np.ndarray | None = None,
+               publisher_acks: dict[str, dict[str, int]] | None = None) -> CommitResult:
         """Run the core on ``decoded`` (the rows of ``messages``: validate, bind, dedup,
         windows, reading rules) at gateway time ``now_ms`` and commit it in ONE transaction.
         The one path of live batches and of quarantine replay (``replayed``: the quarantine
-        row of each row, see ``Store.commit_batch``). Raises StoreError (nothing written,
-        the core's state reloaded from the store)."""
+        row of each row; ``publisher_acks`` the acks the batch moves; see
+        ``Store.commit_batch``). Raises StoreError (nothing written; the core's state is
+        the store's again, reloaded now or, if the store refuses that too, before the next
+        batch)."""
+        if self._core_stale:
+            self._load_core_state()
         batch = decoded.batch
         rejected = np.flatnonzero(batch["reason"] != Reason.OK)  # by the adapters, which say why
         where = zip(rejected.tolist(), decoded.message[rejected].tolist(), decoded.element[rejected].tolist())
@@ -257,11 +272,13 @@ class Ingest:
             result = self.store.commit_batch(
                 batch, now_ms=now_ms, payloads=[m.payload for m in messages], message=decoded.message,
                 element=decoded.element, topics=[m.topic for m in messages], details=details, meal=decoded.meal,
-                battery=decoded.battery, alerts=[_alert_in(batch, a) for a in reading_alerts], replayed=replayed)
+                battery=decoded.battery, alerts=[_alert_in(batch, a) for a in reading_alerts], replayed=replayed,
+                publisher_acks=publisher_acks)
         except StoreError:
             # The core took the batch into its dedup table and windows, the store did not
             # (or the store refused the dedup lookup midway): forget it, or the retry would
             # find every reading "already stored".
+            self._core_stale = True
             self._load_core_state()
             raise
         if replayed is None:
@@ -314,9 +331,11 @@ class Ingest:
         self.refresh_registry()
 
     def _acks(self, routes: list[tuple[Route, str] | None], batch: np.ndarray, message: np.ndarray,
-              hseq: np.ndarray) -> list[tuple[str, bytes]]:
-        """Acks of the publishers whose highest contiguous committed sequence moved
-        (``routes``: ``parse_topic`` of each message's topic)."""
+              hseq: np.ndarray) -> tuple[dict[str, dict[str, int]], list[tuple[str, bytes]]]:
+        """Take the batch's sequence numbers into the contiguous acks (call it inside their
+        ``tentative`` with the commit): the acks that moved (``{"dev" | "hub": {publisher:
+        seq}}``, for the store) and the ack publications, also of publishers whose re-sent
+        readings are acked already (``routes``: ``parse_topic`` of each message's topic)."""
         publishers = list(dict.fromkeys(route for route in routes if route is not None))
         code_of = {route: code for code, route in enumerate(publishers)}
         message_code = np.array([code_of.get(route, -1) for route in routes], dtype=np.int64)
@@ -346,9 +365,7 @@ class Ingest:
                     continue
             out.append((hub_ack_topic(publisher), json.dumps({"hseq": acked}).encode()) if hub else
                        (device_ack_topic(publisher), json.dumps({"seq": acked}).encode()))
-        for route, acks in moved.items():
-            self.store.save_publisher_acks(route, acks)
-        return out
+        return moved, out
 
 
 def _alert_in(batch: np.ndarray, alert: np.void) -> AlertIn:

@@ -5,10 +5,14 @@
         ->  publish alerts, device and hub acks  ->  next batch
 
 Nothing is acknowledged before it is committed. If the store refuses a batch (disk full,
-database locked), the batch is kept, not acked, retried after ``retry_s``, and the reason
-is in the stats; the broker holds back further messages once Receive Maximum un-acked
-messages are outstanding. ``drain()`` (SIGINT / SIGTERM) takes no new batch, commits and
-acks what it holds, publishes ``offline`` and returns.
+database locked), the batch is kept, not acked, retried after ``retry_s`` (doubling up to
+MAX_RETRY_S; at once when a full disk gains space), and the reason is in the stats
+(``store_error``, ``store_fault``) and logged once per episode (``gateway.store_health``);
+the broker holds back further messages once Receive Maximum un-acked messages are
+outstanding. A refused write of any other job (stats, window save, day close, sweeps,
+escalation, replay) is retried at its next turn and never stops the gateway. ``drain()``
+(SIGINT / SIGTERM) takes no new batch, commits and acks what it holds, publishes
+``offline`` and returns.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from .clock import now_ms
 from .flood import FloodSettings
 from .ingest import Ingest, alert_publications
 from .store import Store, StoreError
+from .store_health import StoreHealth
 
 log = logging.getLogger("pmpgw")
 
@@ -86,11 +91,18 @@ class Gateway:
         self.started_s = time.monotonic()
         self.batch_ms: collections.deque[float] = collections.deque(maxlen=1000)
         self.committed: collections.deque[tuple[float, int]] = collections.deque()
-        self.last_error = ""
+        self.health = StoreHealth(store)
+        self.held = 0  # messages of the batch the store refuses (received, not acked)
+        self._store_view = {"readings": None, "alerts_open": None}  # the last the store could be read
         self._writer = trio.CapacityLimiter(1)
         self._draining = False
         self._receiving = trio.CancelScope()
         self._ingest: Ingest | None = None  # the writer's state, once ``run`` restored it
+
+    @property
+    def last_error(self) -> str:
+        """``"REASON: message"`` while the store refuses writes, else ""."""
+        return self.health.last_error
 
     def drain(self) -> None:
         """Stop taking batches; ``run`` commits and acks what it holds, then returns."""
@@ -106,24 +118,30 @@ class Gateway:
         tune_gc()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.link.run)
-            nursery.start_soon(self._stats_loop)
-            nursery.start_soon(self._every, self.settings.day_close_interval_s, self._close_days, ingest)
-            nursery.start_soon(self._every, self.settings.windows_save_interval_s, ingest.save_windows)
-            nursery.start_soon(self._every, self.settings.escalation_interval_s, self._escalate)
-            nursery.start_soon(self._every, self.settings.sweep_interval_s, self._sweep, ingest)
-            nursery.start_soon(self._replays, ingest)
-            task_status.started()
-            while not self._draining:
-                self._receiving = trio.CancelScope()
-                with self._receiving:
-                    messages = await self.link.receive_batch(self.settings.batch_max, self.settings.batch_wait_s,
-                                                             self.settings.batch_max_bytes)
-                if self._receiving.cancelled_caught:
-                    break
-                await self._commit(ingest, messages)
+            # The timers stop (their writer work in progress done) before the drain's last
+            # window save and stats report, so no periodic report saved after it says "up".
+            async with trio.open_nursery() as timers:
+                timers.start_soon(self._stats_loop)
+                timers.start_soon(self._every, "day_close", self.settings.day_close_interval_s, self._close_days,
+                                  ingest)
+                timers.start_soon(self._every, "windows", self.settings.windows_save_interval_s, ingest.save_windows)
+                timers.start_soon(self._every, "escalation", self.settings.escalation_interval_s, self._escalate)
+                timers.start_soon(self._every, "sweep", self.settings.sweep_interval_s, self._sweep, ingest)
+                timers.start_soon(self._replays, ingest)
+                task_status.started()
+                while not self._draining:
+                    self._receiving = trio.CancelScope()
+                    with self._receiving:
+                        messages = await self.link.receive_batch(self.settings.batch_max, self.settings.batch_wait_s,
+                                                                 self.settings.batch_max_bytes)
+                    if self._receiving.cancelled_caught:
+                        break
+                    await self._commit(ingest, messages)
+                timers.cancel_scope.cancel()
             try:
                 await trio.to_thread.run_sync(ingest.save_windows, limiter=self._writer)
             except StoreError as error:  # the next start replays the readings stored since the last save
+                self.health.refused("windows", error)
                 log.error("window state not saved at drain: %s", error)
             await self._report_stats(state="down")
             await self.link.close()
@@ -140,30 +158,32 @@ class Gateway:
                 outcome = await trio.to_thread.run_sync(ingest.process, messages, now_ms(), limiter=self._writer)
                 break
             except StoreError as error:
-                self.last_error = f"{error.reason}: {error}"
-                log.error("store refused a batch of %d messages, not acked, retrying in %.0f s: %s",
-                          len(messages), delay, error)
+                self.health.refused("batch", error)
+                self.held = len(messages)
                 if self._draining:
                     return
                 with trio.move_on_after(delay):
-                    while not self._draining:
+                    while not self._draining and not self.health.space_returned():
                         await trio.sleep(0.1)
                 delay = min(2 * delay, MAX_RETRY_S)
-        self.last_error = ""
+        self.held = 0
+        self.health.ok("batch")
         self.link.ack(messages)
         self._publish(outcome.publications)
         self.batch_ms.append((time.perf_counter() - started) * 1000)
         self.committed.append((time.monotonic(), len(outcome.result.reason)))
 
-    async def _every(self, interval_s: float, work, *args) -> None:
-        """Run ``work(*args)`` in the writer thread every ``interval_s`` seconds (store
-        errors are reported in stats and retried at the next turn)."""
+    async def _every(self, job: str, interval_s: float, work, *args) -> None:
+        """Run ``work(*args)`` in the writer thread every ``interval_s`` seconds (a refused
+        write is told by ``health`` as ``job`` and retried at the next turn)."""
         while True:
             await trio.sleep(interval_s)
             try:
                 await trio.to_thread.run_sync(work, *args, limiter=self._writer)
             except StoreError as error:
-                self.last_error = f"{error.reason}: {error}"
+                self.health.refused(job, error)
+            else:
+                self.health.ok(job)
 
     def _close_days(self, ingest: Ingest) -> None:
         outcome = ingest.close_days(now_ms())
@@ -190,7 +210,9 @@ class Gateway:
                 while job is not None and not job.done:
                     self._publish(await trio.to_thread.run_sync(job.step, ingest, now_ms(), limiter=self._writer))
             except StoreError as error:  # the request stays queued; run again, it takes the rows left
-                self.last_error = f"{error.reason}: {error}"
+                self.health.refused("replay", error)
+            else:
+                self.health.ok("replay")
 
     def _publish(self, publications: list[tuple[str, bytes]]) -> None:
         for topic, payload in publications:
@@ -198,9 +220,13 @@ class Gateway:
 
     def stats(self, state: str = "up") -> dict:
         """The stats JSON of DESIGN.md, plus ``state`` (up, or down in the last report at
-        drain), ``flooding`` (the publishers flooding now: ``Ingest.flooding``), the
-        link's and the broker's view, and the dedup table's (``Ingest.dedup_stats``). Call
-        it in the writer's turn (it reads the writer's flood counts and dedup table)."""
+        drain), ``flooding`` (the publishers flooding now: ``Ingest.flooding``), the link's
+        and the broker's view, the store's health: ``store_error`` (``"REASON: message"``
+        while it refuses writes, else ""), ``store_fault`` (the episode, see
+        ``StoreHealth.fault``; None) and ``disk_free_bytes``, and the dedup table's
+        (``Ingest.dedup_stats``). If the store cannot be read, readings and open alerts are
+        the last values read. Call it in the writer's turn (it reads the writer's flood
+        counts and dedup table)."""
         cutoff = time.monotonic() - 60
         while self.committed and self.committed[0][0] < cutoff:
             self.committed.popleft()
@@ -208,20 +234,26 @@ class Gateway:
         percentile = (lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 3)  # noqa: E731
                       if latencies else None)
         link = self.link.stats
+        try:
+            self._store_view = {"readings": self.store.counters(), "alerts_open": self.store.alerts_open()}
+        except StoreError as error:
+            self.health.refused("stats", error)
         return {
             "gw": self.settings.gw_id,
             "state": state,
             "up_s": round(time.monotonic() - self.started_s, 1),
-            "readings": self.store.counters(),
+            "readings": self._store_view["readings"],
             "rate_1m": round(sum(n for _, n in self.committed) / 60, 1),
             "batch": {"p50_ms": percentile(0.5), "p99_ms": percentile(0.99)},
-            "alerts_open": self.store.alerts_open(),
+            "alerts_open": self._store_view["alerts_open"],
             "queue_depth": self.link.backlog,
             "db_bytes": self.store.db_bytes(),
             "flooding": [] if self._ingest is None else self._ingest.flooding(now_ms()),
             "mqtt": {"connected": link.connected, "connections": link.connections, "stale_acks": link.stale_acks,
                      "broker_dropped": link.broker_dropped, "last_error": link.last_error},
-            "store_error": self.last_error,
+            "store_error": self.health.last_error,
+            "store_fault": self.health.fault(self.held),
+            "disk_free_bytes": self.store.disk_free_bytes(),
             "dedup": None if self._ingest is None else self._ingest.dedup_stats(),
         }
 
@@ -234,7 +266,9 @@ class Gateway:
         try:
             await trio.to_thread.run_sync(self.store.save_gateway_stats, stats, limiter=self._writer)
         except StoreError as error:
-            self.last_error = f"{error.reason}: {error}"
+            self.health.refused("stats", error)
+        else:
+            self.health.ok("stats")
 
     async def _stats_loop(self) -> None:
         while True:

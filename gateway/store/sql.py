@@ -210,9 +210,16 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
 # pages are written back: checkpointing every ~40 MiB of WAL instead of SQLite's 4 MiB gave
 # +30 % rows/s. 1 KiB pages were slower than 4 KiB (66k vs 100k rows/s, v2 schema with
 # both indexes, batches of 5,000).
-PRAGMAS_NEW_DB = ("PRAGMA page_size = 4096",)
+PAGE_SIZE = 4096
+WAL_AUTOCHECKPOINT_PAGES = 10_000
+PRAGMAS_NEW_DB = (f"PRAGMA page_size = {PAGE_SIZE}",)
 PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA foreign_keys = ON", "PRAGMA cache_size = -131072",
-           "PRAGMA wal_autocheckpoint = 10000")
+           f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+# While the database's disk has less free than WAL_HEADROOM_BYTES the store checkpoints
+# after every write transaction (PASSIVE: never waits for readers) and SQLite cuts the WAL
+# file back to TIGHT_WAL_BYTES when it restarts it (Store._mind_the_wal).
+CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
+JOURNAL_SIZE_LIMIT = "PRAGMA journal_size_limit = {limit}"  # bytes; -1: no limit (SQLite's default)
 
 READING_COLUMNS = ("device", "patient", "t", "type", "sys", "dia", "pul", "glu", "flags", "dedup_tag", "dedup_key",
                    "fingerprint", "detail")

@@ -60,6 +60,10 @@ from .sql import (
     MIGRATIONS,
     PRAGMAS_NEW_DB,
     PRAGMAS,
+    PAGE_SIZE,
+    WAL_AUTOCHECKPOINT_PAGES,
+    CHECKPOINT,
+    JOURNAL_SIZE_LIMIT,
     PythonStep,
     READING_COLUMNS,
     INSERT_CHUNK_ROWS,
@@ -277,20 +281,37 @@ _SQLITE_REASONS: dict[str, tuple[str, str]] = {
     "SQLITE_BUSY": ("LOCKED", "the database is locked by another connection; nothing was written: "
                               "retry, or stop the process holding it (busy timeout {timeout} ms)"),
     "SQLITE_LOCKED": ("LOCKED", "the database is locked; nothing was written: retry"),
-    "SQLITE_FULL": ("FULL", "the disk or database is full; nothing was written: free space, then retry"),
+    "SQLITE_FULL": ("DISK_FULL", "no space left for the database (its disk is full, or it reached its "
+                                 "max_page_count); nothing was written: free space, then retry"),
     "SQLITE_IOERR": ("IO", "I/O error on the database file; nothing was written: check the disk"),
     "SQLITE_CORRUPT": ("CORRUPT", "the database file is corrupt: restore it from a backup"),
     "SQLITE_NOTADB": ("CORRUPT", "the file is not an SQLite database: check --db"),
     "SQLITE_READONLY": ("READONLY", "the database is read-only: check file permissions"),
     "SQLITE_CANTOPEN": ("CANTOPEN", "cannot open the database file: check the path and its directory"),
 }
+# Below this many free bytes on the database's file system an I/O error is taken for a full
+# disk (DISK_FULL): SQLite reports ENOSPC as SQLITE_FULL when a write comes up short, but as
+# SQLITE_IOERR_* where it grows a file otherwise (e.g. the WAL index, ``-shm``); Python does
+# not expose the errno.
+LOW_DISK_BYTES = 1 << 20
+# Between checkpoints the WAL grows to WAL_AUTOCHECKPOINT_PAGES pages (about 40 MB), and a
+# checkpoint needs room to grow the database file by the pages it copies. With less free
+# on the disk than twice that, the store checkpoints after every write transaction and the
+# WAL file is cut back to TIGHT_WAL_BYTES when it restarts: else a disk that filled and got
+# a little space back fills again with WAL, which can then never be checkpointed (found by
+# bench faults.disk_full: a 32 MiB disk, 20 MB freed, refilled by the WAL within seconds).
+# It costs a checkpoint (and its fsync) per commit, only while the disk is that full.
+WAL_HEADROOM_BYTES = 2 * WAL_AUTOCHECKPOINT_PAGES * PAGE_SIZE
+TIGHT_WAL_BYTES = 1 << 20
 
 
 class StoreError(Exception):
     """Raised by ``Store`` when the database refuses an operation; nothing of it was written.
 
-    ``reason`` says why: LOCKED, FULL, IO, CORRUPT, READONLY, CANTOPEN, SCHEMA (the file
-    is newer than this code), DB (anything else). LOCKED and FULL are worth a retry later.
+    ``reason`` says why: LOCKED, DISK_FULL (no space for the database on its disk; the
+    message names the database and the free bytes), IO, CORRUPT, READONLY, CANTOPEN,
+    SCHEMA (the file is newer than this code), DB (anything else). LOCKED and DISK_FULL
+    are worth a retry later.
     """
 
     def __init__(self, reason: str, message: str) -> None:
@@ -315,11 +336,28 @@ class RegistryError(StoreError, ValueError):
         self.value = value
 
 
-def _store_error(error: sqlite3.Error, timeout_ms: int) -> StoreError:
+def disk_free_bytes(path: str) -> int | None:
+    """Bytes an unprivileged writer may still use on the file system of ``path`` (a file or
+    directory; its directory when it does not exist yet); None if that cannot be read."""
+    try:
+        stat = os.statvfs(path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
+def _store_error(error: sqlite3.Error, timeout_ms: int, path: str) -> StoreError:
+    """The StoreError of an sqlite3 error on the database at ``path``: its reason from
+    ``_SQLITE_REASONS``; an I/O error while the disk has less than ``LOW_DISK_BYTES`` free
+    is DISK_FULL. A DISK_FULL message names the database and the free bytes."""
     name = getattr(error, "sqlite_errorname", "") or ""
     base = "_".join(name.split("_")[:2])  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
     reason, text = _SQLITE_REASONS.get(name) or _SQLITE_REASONS.get(base) or ("DB", "database error")
-    return StoreError(reason, f"{text.format(timeout=timeout_ms)} ({name or type(error).__name__}: {error})")
+    free = disk_free_bytes(path) if reason in ("DISK_FULL", "IO") else None
+    if reason == "IO" and free is not None and free < LOW_DISK_BYTES:
+        reason, text = _SQLITE_REASONS["SQLITE_FULL"]
+    where = f" ({path}: {free:,} bytes free on its disk)" if reason == "DISK_FULL" and free is not None else ""
+    return StoreError(reason, f"{text.format(timeout=timeout_ms)}{where} ({name or type(error).__name__}: {error})")
 
 
 # ---------------------------------------------------------------------------------------
@@ -582,6 +620,7 @@ class Store:
         self._timeout = busy_timeout_ms
         self._data_version = -1
         self._registry_version = 0
+        self._tight = False  # the disk has less than WAL_HEADROOM_BYTES free (see _mind_the_wal)
 
     # -- opening ------------------------------------------------------------------------
 
@@ -607,7 +646,7 @@ class Store:
             conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000,
                                    check_same_thread=False, cached_statements=256)
         except sqlite3.Error as error:
-            raise _store_error(error, busy_timeout_ms) from error
+            raise _store_error(error, busy_timeout_ms, path) from error
         store = cls(conn, path, busy_timeout_ms)
         try:
             for pragma in PRAGMAS_NEW_DB + PRAGMAS + (f"PRAGMA synchronous = {synchronous}",):
@@ -615,7 +654,7 @@ class Store:
             store._migrate()
         except sqlite3.Error as error:
             conn.close()
-            raise _store_error(error, busy_timeout_ms) from error
+            raise _store_error(error, busy_timeout_ms, path) from error
         except StoreError:
             conn.close()
             raise
@@ -669,21 +708,36 @@ class Store:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if isinstance(error, sqlite3.Error):
-                raise _store_error(error, self._timeout) from error
+                raise _store_error(error, self._timeout, self.path) from error
             raise
+        self._mind_the_wal()
+
+    def _mind_the_wal(self) -> None:
+        """After a commit: on a disk with less than WAL_HEADROOM_BYTES free, checkpoint (and
+        have the WAL cut back to TIGHT_WAL_BYTES when it restarts). Never raises: what was
+        committed stays committed; a checkpoint with no room for the database file yet is
+        tried again after the next commit."""
+        free = disk_free_bytes(self.path)
+        tight = free is not None and free < WAL_HEADROOM_BYTES
+        with contextlib.suppress(sqlite3.Error):
+            if tight != self._tight:
+                self._conn.execute(JOURNAL_SIZE_LIMIT.format(limit=TIGHT_WAL_BYTES if tight else -1))
+                self._tight = tight
+            if tight:
+                self._conn.execute(CHECKPOINT).fetchall()
 
     def _rows(self, sql: str, params: Sequence | Mapping = ()) -> Iterator[tuple]:
         """The rows of a query one at a time (for results too large to hold as a list)."""
         try:
             yield from self._conn.execute(sql, params)
         except sqlite3.Error as error:
-            raise _store_error(error, self._timeout) from error
+            raise _store_error(error, self._timeout, self.path) from error
 
     def _read(self, sql: str, params: Sequence | Mapping = ()) -> list[tuple]:
         try:
             return self._conn.execute(sql, params).fetchall()
         except sqlite3.Error as error:
-            raise _store_error(error, self._timeout) from error
+            raise _store_error(error, self._timeout, self.path) from error
 
     # -- the batch ----------------------------------------------------------------------
 
@@ -692,7 +746,8 @@ class Store:
                      topics: Sequence[str | None] | None = None, details: Mapping[int, str] | None = None,
                      meal: np.ndarray | None = None, battery: np.ndarray | None = None,
                      alerts: Sequence[AlertIn] = (), windows: Mapping[str, np.ndarray] | None = None,
-                     replayed: np.ndarray | None = None) -> CommitResult:
+                     replayed: np.ndarray | None = None,
+                     publisher_acks: Mapping[str, Mapping[str, int]] | None = None) -> CommitResult:
         """Store one processed batch in ONE transaction; all of it or, on error, nothing.
 
         Parameters
@@ -724,6 +779,10 @@ class Store:
             batch re-ingests. No quarantine row is added: those rows are settled instead
             (``_settle_replayed``), and the counters move from their old reason rather than
             count a new arrival.
+        publisher_acks : {"dev" | "hub": {publisher id: seq}}, optional
+            The acks this batch moves (``publisher_acks`` reads them back): saved in the
+            same transaction, so an ack is on disk exactly when what it confirms is, and a
+            restarted gateway continues each publisher's contiguous run.
 
         Raises
         ------
@@ -760,6 +819,9 @@ class Store:
             counters = [("received", n), ("stored", stored), ("duplicate", duplicate)]
             counters += [(f"quarantined.{name}", count) for name, count in quarantined.items()]
             conn.executemany(ADD_COUNTER, counters if replayed is None else moved)
+            conn.executemany(SET_KV, ((f"{ACK_KEY_PREFIX}{route}.{publisher}", seq)
+                                      for route, acks in (publisher_acks or {}).items()
+                                      for publisher, seq in acks.items()))
             alerts_out = [self._alert_json(conn, alert_id) for alert_id, notify in notify_ids.items() if notify]
         return CommitResult(stored=stored, duplicate=duplicate, quarantined=quarantined, reason=reason,
                             reading_ids=reading_ids, alerts=alerts_out,
@@ -1550,17 +1612,11 @@ class Store:
                                 if k.startswith("quarantined.")}}
 
     def publisher_acks(self, route: str) -> dict[str, int]:
-        """The last ack sent to each publisher of ``route`` ("dev" or "hub"): its highest
-        contiguous committed sequence number."""
+        """The last ack of each publisher of ``route`` ("dev" or "hub"): its highest
+        contiguous committed sequence number, saved by ``commit_batch`` with the batch
+        that moved it."""
         prefix = f"{ACK_KEY_PREFIX}{route}."
         return {key[len(prefix):]: value for key, value in self._read(SELECT_KV) if key.startswith(prefix)}
-
-    def save_publisher_acks(self, route: str, acks: Mapping[str, int]) -> None:
-        """Record acks just sent (``publisher id -> seq``) so a restarted gateway continues
-        each publisher's contiguous run instead of starting a new one."""
-        if acks:
-            with self._write() as conn:
-                conn.executemany(SET_KV, ((f"{ACK_KEY_PREFIX}{route}.{pub}", seq) for pub, seq in acks.items()))
 
     def save_gateway_stats(self, stats: Mapping, *, now_ms: int | None = None) -> None:
         """Keep a gateway's latest stats JSON (``stats["gw"]`` names it), for status after a stop."""
@@ -1575,6 +1631,10 @@ class Store:
     def db_bytes(self) -> int:
         """Bytes on disk: the database file and its WAL."""
         return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
+
+    def disk_free_bytes(self) -> int | None:
+        """Bytes still free for the database on its disk (None if unknown): a statvfs, no I/O on the database."""
+        return disk_free_bytes(self.path)
 
     # -- quarantine replay --------------------------------------------------------------
     #

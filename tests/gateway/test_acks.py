@@ -24,3 +24,20 @@ def test_a_restarted_gateway_continues_each_run():
     acks = ContiguousAcks({"tono-1": 7})
     assert acks.commit("tono-1", [9]) is None  # 8 still missing after the restart
     assert acks.commit("tono-1", [8]) == 9
+
+
+def test_a_tentative_commit_is_undone_when_the_block_raises():
+    acks = ContiguousAcks({"tono-1": 7})
+    acks.commit("tono-1", [10])  # 8, 9 missing
+    try:
+        with acks.tentative():
+            assert acks.commit("tono-1", [8, 9]) == 10
+            assert acks.commit("new-1", [0, 1]) == 1
+            raise RuntimeError("the store refused the batch")
+    except RuntimeError:
+        pass
+    assert acks.acked("tono-1") == 7 and acks.acked("new-1") is None
+    assert acks.commit("tono-1", [8]) == 8 and acks.commit("tono-1", [9]) == 10  # 10 still held above the gap
+    with acks.tentative():
+        assert acks.commit("new-1", [0]) == 0
+    assert acks.acked("new-1") == 0  # kept: the block ended normally

@@ -110,11 +110,13 @@ def test_a_refused_commit_loses_nothing_when_retried(tmp_path):
         blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database
         with pytest.raises(StoreError):
             ingest.process(batch, NOW)
+        assert ingest.device_acks.acked("tono-1") is None  # the refused batch moved no ack
         blocker.rollback()
         blocker.close()
         retried = ingest.process(batch, NOW)
         assert (retried.result.stored, retried.result.duplicate) == (1, 0)
         assert [t for t, _ in retried.publications] == ["pmp/v1/alert/P1", "pmp/v1/dev/tono-1/ack"]
+        assert locked_store.publisher_acks("dev") == {"tono-1": 0}  # saved with the batch it confirms
 
 
 def test_a_late_crisis_is_urgent_until_a_current_one_makes_it_an_emergency(store):

@@ -211,11 +211,16 @@ async def test_a_locked_store_holds_acks_back_and_drain_still_stops(broker, tmp_
         await serve(broker, locked, after_restart)
 
 
-async def test_batches_the_store_refused_are_stored_once_when_it_accepts_again(broker, tmp_path):
+async def test_batches_the_store_refused_are_stored_once_when_it_accepts_again(broker, tmp_path, caplog):
     """While the store refuses, batches stay un-acked and the core state is rebuilt from the
     store; once it accepts, every reading is stored once (re-sent readings across batches
-    stay duplicates), the window state counts each once, and the device's ack covers them all."""
+    stay duplicates), the window state counts each once, and the device's ack covers them all.
+    The refusal is in the stats meanwhile and logged once, however many retries, and once
+    more when the store takes every job's writes again (batches and the stats)."""
+    import logging
     import sqlite3
+
+    caplog.set_level(logging.INFO, logger="pmpgw")
 
     path = tmp_path / "refusing.db"
     with Store.open(path, busy_timeout_ms=20) as refusing:
@@ -230,16 +235,20 @@ async def test_batches_the_store_refused_are_stored_once_when_it_accepts_again(b
         link = MqttLink(LinkSettings(host="127.0.0.1", port=broker.port, client_id="pmpgw-test",
                                      state_topic="pmp/v1/gateway/test/state"))
         gateway = Gateway(refusing, link, ServiceSettings(gw_id="test", batch_max=2, batch_wait_s=0.001,
-                                                          retry_s=0.05))
+                                                          retry_s=0.05, stats_interval_s=0.1))
         watcher = Watcher(broker, ["pmp/v1/dev/+/ack"])
         async with trio.open_nursery() as nursery:
             await nursery.start(gateway.run)
             await trio.to_thread.run_sync(publish, broker, messages)
             await until(lambda: gateway.last_error.startswith("LOCKED"))
             await trio.sleep(0.3)  # several refusals, with batches prepared behind the refused one
+            await until(lambda: {"batch", "stats"} <= set(gateway.health.fault(gateway.held)["jobs"]))
+            fault = gateway.health.fault(gateway.held)
+            assert fault["reason"] == "LOCKED" and fault["refusals"] >= 3 and fault["held_messages"] >= 1
             blocker.rollback()
             await until(lambda: refusing.counters()["received"] >= 60)
             await until(lambda: {"seq": 37} in watcher.on("pmp/v1/dev/tono-1/ack"))
+            await until(lambda: gateway.health.episode is None)
             gateway.drain()
         blocker.close()
         watcher.stop()
@@ -248,3 +257,6 @@ async def test_batches_the_store_refused_are_stored_once_when_it_accepts_again(b
         assert [r["seq"] for r in refusing.readings("P1")] == list(range(38))
         arrays, through = refusing.load_windows()  # saved at drain, through the last reading
         assert through == 38 and arrays["acc"][Metric.BP, :, Acc.N].sum() == 38
+        told = [r.getMessage() for r in caplog.records if r.name == "pmpgw"]
+        assert len(told) == 2 and told[0].startswith("store refuses writes: LOCKED: ") and \
+            told[1].startswith("store accepts writes again after "), told

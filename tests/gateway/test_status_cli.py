@@ -123,3 +123,26 @@ def test_counts_come_from_indexes_not_table_scans(db):
         plan = " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
         assert "alerts_open_summary" in plan and "SCAN a " not in plan and "SCAN alerts" not in plan, plan
     conn.close()
+
+
+def test_a_gateway_on_an_external_broker_says_why_its_store_refuses_writes(broker, db):
+    """``--broker``: live stats of a gateway run with ``--broker`` (no private broker address
+    on file), with its store fault; the free bytes on the database's disk come from status."""
+    fault = {"reason": "DISK_FULL", "message": "no space left for the database (...)", "since": NOW - 90_000,
+             "for_s": 90.0, "refusals": 7, "jobs": ["batch", "stats"], "held_messages": 412, "path": str(db),
+             "free_bytes": 0}
+    live = {"gw": "gw1", "state": "up", "up_s": 600.0, "rate_1m": 0.0, "batch": {"p50_ms": 3.1, "p99_ms": 9.8},
+            "queue_depth": 980, "readings": {}, "alerts_open": {}, "db_bytes": 0,
+            "store_error": "DISK_FULL: no space left for the database (...)", "store_fault": fault}
+    retain(broker, [("pmp/v1/gateway/gw1/state", b"online"), ("pmp/v1/gateway/gw1/stats", json.dumps(live).encode())])
+    with Store.open(db) as store:
+        store.save_gateway_stats({**live, "store_error": "", "store_fault": None}, now_ms=NOW - HOUR)  # before
+        assert status_cli.collect(store, db)["store_fault"] is None  # no broker on file: the saved stats
+        stats = status_cli.collect(store, db, ("127.0.0.1", broker.port))
+    assert stats["store_fault"] == fault and stats["store_error"].startswith("DISK_FULL: ")
+    assert stats["disk_free_bytes"] > 0  # this test's disk is not full
+    view = status_cli.render(stats, db, NOW)
+    assert ("STORE REFUSES WRITES for 1m30s (7 refusals; 412 messages held, not acked): DISK_FULL: no space left "
+            "for the database") in view
+    assert "disk free " in view and "DISK FULL" not in view
+    assert "DISK FULL" in status_cli.render({**stats, "disk_free_bytes": 4096}, db, NOW)

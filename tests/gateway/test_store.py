@@ -531,9 +531,10 @@ def test_full_disk_rolls_the_whole_batch_back(tmp_path):
         batch["reason"], batch["patient"] = Reason.OK, 0
         batch["device"] = 0
         batch["seq"] = np.arange(len(batch))
-        with pytest.raises(StoreError, match="full") as info:
+        with pytest.raises(StoreError, match="no space left for the database") as info:
             store.commit_batch(batch, now_ms=NOW, payloads=[b"x"], message=np.zeros(len(batch), dtype=np.int32))
-        assert info.value.reason == "FULL"
+        assert info.value.reason == "DISK_FULL"
+        assert f"{path}: " in str(info.value) and "bytes free on its disk" in str(info.value)
         assert store.count_readings() == 0 and store.counters()["received"] == 0
         assert store.commit_batch(batch[:1], now_ms=NOW).stored == 1
 
