@@ -1,5 +1,10 @@
-"""gateway.store on real SQLite files: schema, batches, dedup, registry, alerts, windows, errors."""
+"""gateway.store on real databases: schema, batches, dedup, registry, alerts, windows, errors.
 
+Tests taking ``store`` (or ``db``) run on an SQLite file and on PostgreSQL (tests/conftest.py);
+those on a ``tmp_path`` file test what only SQLite has (PRAGMAs, WAL, v1 files, page limits).
+"""
+
+import contextlib
 import sqlite3
 
 import numpy as np
@@ -21,9 +26,29 @@ HOUR = 3_600_000
 
 
 @pytest.fixture
-def store(tmp_path):
-    with Store.open(tmp_path / "pmp.db") as s:
+def store(db):
+    with Store.open(db) as s:
         yield s
+
+
+@contextlib.contextmanager
+def raw(store):
+    """A connection of the database's own driver to the store's database (autocommit)."""
+    if store.path.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(store.path, autocommit=True) as conn:
+            yield conn
+    else:
+        conn = sqlite3.connect(store.path, isolation_level=None)
+        yield conn
+        conn.close()
+
+
+def integrity_errors() -> tuple[type[Exception], ...]:
+    import psycopg
+
+    return sqlite3.IntegrityError, psycopg.IntegrityError
 
 
 def registry(store, n_patients=2):
@@ -329,12 +354,11 @@ def test_one_open_alert_per_patient_and_rule_with_cooldown(store):
     assert [(e["actor"], e["action"]) for e in store.alert_events(alert["id"])] == [
         ("gateway", "raised"), ("gateway", "updated"), ("nurse1", "acknowledged"), ("gateway", "renotified"),
         ("nurse1", "resolved")]
-    conn = sqlite3.connect(store.path)
-    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):  # the index itself refuses a second open one
+    with raw(store) as conn, pytest.raises(integrity_errors(), match="(?i)unique|alerts_one_open"):
+        # the index itself refuses a second open one
         conn.execute("INSERT INTO alerts (patient, rule, severity, route, t, raised, updated, notified, late, "
                      "values_json) SELECT patient, rule, severity, route, t, raised, updated, notified, late, "
                      "values_json FROM alerts WHERE state = 'open'")
-    conn.close()
 
 
 def test_late_alert_is_renotified_when_a_current_reading_confirms_it(store):
@@ -507,9 +531,8 @@ def test_full_disk_rolls_the_whole_batch_back(tmp_path):
         assert store.commit_batch(batch[:1], now_ms=NOW).stored == 1
 
 
-def test_registry_version_notices_another_connection(tmp_path):
-    path = tmp_path / "pmp.db"
-    with Store.open(path) as gateway, Store.open(path) as cli:
+def test_registry_version_notices_another_connection(db):
+    with Store.open(db) as gateway, Store.open(db) as cli:
         before = gateway.registry_version()
         assert gateway.registry_version() == before
         cli.add_device("NEW", "cgm")
@@ -529,9 +552,8 @@ def test_quarantine_keeps_one_payload_per_message_and_details(store):
                                                                                         "implausible value")]
     assert [q["t"] is None for q in rows] == [False, False, True]
     assert {q["payload"] for q in rows} == {b"[...three maps...]"}
-    conn = sqlite3.connect(store.path)
-    assert conn.execute("SELECT COUNT(*) FROM quarantine_payloads").fetchone()[0] == 1
-    conn.close()
+    with raw(store) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM quarantine_payloads").fetchone()[0] == 1
 
 
 def test_db_bytes_counts_the_file_and_its_wal(store):
@@ -542,10 +564,8 @@ def test_db_bytes_counts_the_file_and_its_wal(store):
 
 
 def audit_actions(store):
-    conn = sqlite3.connect(store.path)
-    rows = conn.execute("SELECT actor, action, subject FROM audit ORDER BY id").fetchall()
-    conn.close()
-    return rows
+    with raw(store) as conn:
+        return [tuple(row) for row in conn.execute("SELECT actor, action, subject FROM audit ORDER BY id").fetchall()]
 
 
 def test_migration_3_admits_unknown_devices_and_keeps_devices_and_bindings(tmp_path):
