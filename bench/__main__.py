@@ -23,6 +23,7 @@ MODULES = [
     "bench.core_windows_rules",
     "bench.core_pipeline",
     "bench.store_insert_ceiling",
+    "bench.store_pg_insert",
     "bench.e2e_ingest",
     "bench.faults_kill_restart",
     "bench.faults_broker_restart",

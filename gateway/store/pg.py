@@ -18,11 +18,13 @@ first (``sql_pg``: the registry; each alert's (patient, rule)). A lock wait long
 busy timeout (``lock_timeout``), a deadlock or a serialization failure is StoreError
 LOCKED: nothing was written, retry.
 
-Readings insert, measured with ``python -m bench --only store_pg_insert`` on this
-project's 2-core machine (batches of 5,000 new readings, synchronous_commit on; rows/s):
-multi-row INSERT ... RETURNING of 1,000 rows a statement, server-side parameters, beat
-COPY into a temporary table then INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING
-(COPY cannot skip conflicts itself); see ``INSERT_METHODS`` and the bench for figures.
+Readings insert, measured with ``python -m bench --only store_pg_insert --quick`` on this
+project's 2-core machine (batches of 5,000 processed readings, one transaction each,
+synchronous_commit on; SQLite's Store on the same batches: 280k rows/s): COPY into a
+temporary table then INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING (COPY cannot
+skip a conflict itself) 67k rows/s, the store's choice; INSERT ... SELECT FROM unnest(one
+array parameter per column) 45k; multi-row INSERT ... VALUES of 1,000 rows a statement 14k
+(psycopg parses a 13,000-placeholder statement each time). ``INSERT_METHODS``.
 """
 
 from __future__ import annotations
@@ -313,7 +315,7 @@ class PgStore(Store):
         for i in missing.tolist():
             found[i], stored_fp[i] = held[key_rows[i]]
 
-    insert_method = "values"
+    insert_method = "copy"  # a key of INSERT_METHODS (measured: see the module docstring)
 
     def registry_version(self) -> int:
         """A number that changes whenever the registry changes, from any connection (the
@@ -345,6 +347,15 @@ def _insert_values(conn: PgConnection, params: np.ndarray) -> list[tuple]:
     return out
 
 
+def _insert_unnest(conn: PgConnection, params: np.ndarray) -> list[tuple]:
+    """INSERT ... SELECT FROM unnest(one array per column) ... ON CONFLICT DO NOTHING
+    RETURNING of ``params`` (rows of id and READING_COLUMNS, in key order): one statement
+    of 14 parameters whatever the batch's length."""
+    cursor = conn._cursor()
+    cursor.execute(sql_pg.INSERT_READINGS_UNNEST, [column.tolist() for column in params.T])
+    return cursor.fetchall()
+
+
 _VALUES_STATEMENTS: dict[int, str] = {}
 
 
@@ -367,5 +378,5 @@ def _insert_copy(conn: PgConnection, params: np.ndarray) -> list[tuple]:
     return cursor.fetchall()  # the stage empties itself at COMMIT
 
 
-INSERT_METHODS = {"values": _insert_values, "copy": _insert_copy}
+INSERT_METHODS = {"unnest": _insert_unnest, "values": _insert_values, "copy": _insert_copy}
 

@@ -169,8 +169,8 @@ RETURNING_ID = (sql.INSERT_PAYLOAD, sql.INSERT_ALERT, sql.INSERT_BINDING, sql.IN
 # Readings: each batch's rows get ids from the readings' sequence in batch order (replaying
 # by id repeats the batch's order, as on SQLite), then are inserted sorted by their UNIQUE
 # key, so that two gateways inserting overlapping keys wait for each other in one order
-# (never a deadlock), by multi-row INSERT (see gateway.store.pg for the measurements that
-# chose it over COPY). A row skipped as a duplicate leaves its id unused.
+# (never a deadlock), by COPY into a temporary table and INSERT ... SELECT (see
+# gateway.store.pg for the measurements that chose it). A row skipped as a duplicate leaves its id unused.
 _READING_KEY = ("device", "dedup_tag", "dedup_key")
 _ID_COLUMNS = ("id", *sql.READING_COLUMNS)
 NEXT_READING_IDS = "SELECT nextval(pg_get_serial_sequence('readings', 'id')) FROM generate_series(1, %s)"
@@ -184,6 +184,12 @@ def insert_readings_returning(rows: int) -> str:
             f"ON CONFLICT ({', '.join(_READING_KEY)}) DO NOTHING RETURNING id, {', '.join(_READING_KEY)}")
 
 
+_ID_TYPES = ("bigint", "bigint", "bigint", "bigint", "text", "double precision", "double precision",
+             "double precision", "double precision", "bigint", "bigint", "bigint", "bigint", "bytea")
+# The batch as one array parameter per column (14 parameters whatever its length).
+INSERT_READINGS_UNNEST = f"""INSERT INTO readings ({', '.join(_ID_COLUMNS)})
+    SELECT * FROM unnest({', '.join(f'CAST(%s AS {t}[])' for t in _ID_TYPES)})
+    ON CONFLICT ({', '.join(_READING_KEY)}) DO NOTHING RETURNING id, {', '.join(_READING_KEY)}"""
 READINGS_STAGE = """CREATE TEMPORARY TABLE IF NOT EXISTS readings_stage
     (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"""
 COPY_READINGS_STAGE = f"COPY readings_stage ({', '.join(_ID_COLUMNS)}) FROM STDIN"
