@@ -4,7 +4,6 @@ Tests taking ``store`` (or ``db``) run on an SQLite file and on PostgreSQL (test
 those on a ``tmp_path`` file test what only SQLite has (PRAGMAs, WAL, v1 files, page limits).
 """
 
-import contextlib
 import sqlite3
 
 import numpy as np
@@ -20,6 +19,7 @@ from core.windows import WindowState
 from gateway.store import RegistryError, Store, StoreError
 from gateway.store.sql import MIGRATIONS, SCHEMA_TABLE
 from gateway.store.store import COOLDOWN_MS
+from tests.gateway.dbs import raw, rows
 
 NOW = 1_764_072_000_000
 HOUR = 3_600_000
@@ -29,20 +29,6 @@ HOUR = 3_600_000
 def store(db):
     with Store.open(db) as s:
         yield s
-
-
-@contextlib.contextmanager
-def raw(store):
-    """A connection of the database's own driver to the store's database (autocommit)."""
-    if store.path.startswith("postgresql://"):
-        import psycopg
-
-        with psycopg.connect(store.path, autocommit=True) as conn:
-            yield conn
-    else:
-        conn = sqlite3.connect(store.path, isolation_level=None)
-        yield conn
-        conn.close()
 
 
 def integrity_errors() -> tuple[type[Exception], ...]:
@@ -354,7 +340,7 @@ def test_one_open_alert_per_patient_and_rule_with_cooldown(store):
     assert [(e["actor"], e["action"]) for e in store.alert_events(alert["id"])] == [
         ("gateway", "raised"), ("gateway", "updated"), ("nurse1", "acknowledged"), ("gateway", "renotified"),
         ("nurse1", "resolved")]
-    with raw(store) as conn, pytest.raises(integrity_errors(), match="(?i)unique|alerts_one_open"):
+    with raw(store.path) as conn, pytest.raises(integrity_errors(), match="(?i)unique|alerts_one_open"):
         # the index itself refuses a second open one
         conn.execute("INSERT INTO alerts (patient, rule, severity, route, t, raised, updated, notified, late, "
                      "values_json) SELECT patient, rule, severity, route, t, raised, updated, notified, late, "
@@ -552,7 +538,7 @@ def test_quarantine_keeps_one_payload_per_message_and_details(store):
                                                                                         "implausible value")]
     assert [q["t"] is None for q in rows] == [False, False, True]
     assert {q["payload"] for q in rows} == {b"[...three maps...]"}
-    with raw(store) as conn:
+    with raw(store.path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM quarantine_payloads").fetchone()[0] == 1
 
 
@@ -564,8 +550,7 @@ def test_db_bytes_counts_the_file_and_its_wal(store):
 
 
 def audit_actions(store):
-    with raw(store) as conn:
-        return [tuple(row) for row in conn.execute("SELECT actor, action, subject FROM audit ORDER BY id").fetchall()]
+    return rows(store.path, "SELECT actor, action, subject FROM audit ORDER BY id")
 
 
 def test_migration_3_admits_unknown_devices_and_keeps_devices_and_bindings(tmp_path):
