@@ -19,7 +19,6 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 
 from gateway.broker import free_port
@@ -121,12 +120,3 @@ def private_cluster() -> Iterator[PrivateCluster]:
     finally:
         cluster.stop()
 
-
-def wait_stopped(cluster: PrivateCluster, timeout_s: float = 10.0) -> bool:
-    """True once the cluster's postmaster.pid is gone (within ``timeout_s``)."""
-    deadline = time.monotonic() + timeout_s
-    while (cluster.data / "postmaster.pid").exists():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True

@@ -75,7 +75,11 @@ def pg_url(pg_cluster):
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path) -> str:
+def db(request, tmp_path, monkeypatch) -> str:
     """``--db`` of a new store: an SQLite file in tmp_path, or a new PostgreSQL database of
-    the session's private cluster; a test taking it runs on both."""
-    return str(tmp_path / "pmp.db") if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    the session's private cluster (its data directory, $PMP_DATA_DIR, in tmp_path); a test
+    taking it runs on both."""
+    if request.param == "sqlite":
+        return str(tmp_path / "pmp.db")
+    monkeypatch.setenv("PMP_DATA_DIR", str(tmp_path))
+    return request.getfixturevalue("pg_url")

@@ -338,7 +338,8 @@ def _insert_values(conn: PgConnection, params: np.ndarray) -> list[tuple]:
     READING_COLUMNS, in key order), READINGS_CHUNK_ROWS a statement, server-side parameters (prepared once)."""
     import psycopg
 
-    cursor = psycopg.Cursor(conn.raw) if not conn.raw.closed else conn._cursor()
+    conn._cursor()  # connected again if the server was restarted
+    cursor = psycopg.Cursor(conn.raw)
     out: list[tuple] = []
     for start in range(0, len(params), READINGS_CHUNK_ROWS):
         chunk = params[start:start + READINGS_CHUNK_ROWS]

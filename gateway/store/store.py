@@ -4,7 +4,8 @@ Everything the gateway keeps across restarts goes through ``Store``: the registr
 (devices, patients, staff, bindings), readings, quarantine, alerts and their history,
 window state and the gateway's counters. All SQL lives in ``gateway.store.sql``, as
 constants and the numbered migrations; nothing sqlite-specific leaves this package (callers get ints, floats, str, bytes,
-dicts and numpy arrays), so PostgreSQL can take its place behind the same methods.
+dicts and numpy arrays). ``Store.open`` of a ``postgresql://`` URL returns ``gateway.store.pg.PgStore``: the same
+methods and statements on PostgreSQL, where several gateways may share the database.
 
 Invariants the database enforces (DESIGN.md "Persistence"), not memory:
 

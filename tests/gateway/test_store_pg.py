@@ -160,3 +160,15 @@ def test_two_registrations_at_once_get_distinct_indexes(pg_url):
             assert len(set(devices)) == len(set(patients)) == 2
         assert sorted(first.device_index().values()) == list(range(2 * ROUNDS))
         assert sorted(first.patient_index().values()) == list(range(2 * ROUNDS))
+
+
+def test_a_connection_the_server_dropped_fails_one_call_and_the_next_reconnects(pg_url):
+    with Store.open(pg_url) as store, psycopg.connect(pg_url, autocommit=True) as admin:
+        registry(store, 1)
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = current_database() AND pid != pg_backend_pid()")
+        with pytest.raises(StoreError) as info:
+            store.commit_batch(reading(Kind.BP, (120, 80, np.nan, 70)), now_ms=NOW)
+        assert info.value.reason == "CANTOPEN"
+        assert store.commit_batch(reading(Kind.BP, (120, 80, np.nan, 70)), now_ms=NOW).stored == 1
+        assert store.counters()["received"] == 1  # the refused batch wrote nothing
