@@ -33,6 +33,8 @@ import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import psycopg
+from psycopg.adapt import Dumper
 
 from core.codes import Reason
 
@@ -103,13 +105,11 @@ class PgConnection:
         self.total_changes = 0
         self.raw = self._connect()
 
-    def _connect(self):
-        import psycopg
-
+    def _connect(self) -> psycopg.Connection:
         raw = psycopg.connect(self.url, autocommit=True, cursor_factory=psycopg.ClientCursor, connect_timeout=10,
                               options=f"-c lock_timeout={self._timeout} -c synchronous_commit="
                                       f"{'on' if self._synchronous == 'FULL' else 'off'}")
-        raw.adapters.register_dumper(bool, _bool_dumper())
+        raw.adapters.register_dumper(bool, BoolAsInt)
         return raw
 
     def _cursor(self):
@@ -119,8 +119,6 @@ class PgConnection:
 
     @property
     def in_transaction(self) -> bool:
-        import psycopg
-
         return not self.raw.closed and self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
     def execute(self, statement: str, params: Sequence | Mapping = ()) -> _Result:
@@ -155,21 +153,16 @@ class PgConnection:
         self.raw.close()
 
 
-def _bool_dumper():
-    """A psycopg dumper binding Python bools as int8 0/1 (the store's flag columns are integers)."""
-    import psycopg
-    from psycopg.adapt import Dumper
+class BoolAsInt(Dumper):
+    """Binds a Python bool as int8 0/1, as sqlite3 does (the store's flag columns are integers)."""
 
-    class BoolAsInt(Dumper):
-        oid = psycopg.adapters.types["int8"].oid
+    oid = psycopg.adapters.types["int8"].oid
 
-        def dump(self, obj: bool) -> bytes:
-            return b"1" if obj else b"0"
+    def dump(self, obj: bool) -> bytes:
+        return b"1" if obj else b"0"
 
-        def quote(self, obj: bool) -> bytes:
-            return b"1" if obj else b"0"
-
-    return BoolAsInt
+    def quote(self, obj: bool) -> bytes:
+        return b"1" if obj else b"0"
 
 
 # SQLSTATE (or its class, the first two characters) -> StoreError reason and advice.
@@ -196,8 +189,6 @@ _PG_REASONS: dict[str, tuple[str, str]] = {
 def pg_store_error(error: Exception, timeout_ms: int, url: str) -> StoreError:
     """The StoreError of a psycopg error on the database at ``url``: its reason by SQLSTATE
     (``_PG_REASONS``); an OperationalError without one (no connection) is CANTOPEN."""
-    import psycopg
-
     state = getattr(error, "sqlstate", None) or ""
     reason, text = (_PG_REASONS.get(state) or _PG_REASONS.get(state[:3]) or _PG_REASONS.get(state[:2])
                     or (_PG_REASONS["08"] if isinstance(error, psycopg.OperationalError) and not state
@@ -211,6 +202,8 @@ class PgStore(Store):
     """``Store`` on a PostgreSQL database; open with ``Store.open(url)``."""
 
     _MIGRATIONS = sql_pg.MIGRATIONS
+    _db_error = psycopg.Error
+    _integrity_error = psycopg.IntegrityError
 
     def __init__(self, conn: PgConnection, url: str, busy_timeout_ms: int) -> None:
         super().__init__(conn, public_url(url), busy_timeout_ms)
@@ -221,8 +214,6 @@ class PgStore(Store):
                  busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> PgStore:
         """Connect to the database at libpq ``url`` and apply pending migrations (as
         ``Store.open``; ``synchronous`` NORMAL is ``synchronous_commit = off``)."""
-        import psycopg
-
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         try:
@@ -244,18 +235,6 @@ class PgStore(Store):
             conn.close()
             raise
         return store
-
-    @property
-    def _db_error(self) -> type[Exception]:
-        import psycopg
-
-        return psycopg.Error
-
-    @property
-    def _integrity_error(self) -> type[Exception]:
-        import psycopg
-
-        return psycopg.IntegrityError
 
     def _store_error(self, error: Exception) -> StoreError:
         return pg_store_error(error, self._timeout, self._url)
@@ -335,9 +314,8 @@ class PgStore(Store):
 
 def _insert_values(conn: PgConnection, params: np.ndarray) -> list[tuple]:
     """Multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING of ``params`` (rows of id and
-    READING_COLUMNS, in key order), READINGS_CHUNK_ROWS a statement, server-side parameters (prepared once)."""
-    import psycopg
-
+    READING_COLUMNS, in key order), READINGS_CHUNK_ROWS a statement, server-side parameters
+    (psycopg parses each 13,000-placeholder statement: the slowest of INSERT_METHODS)."""
     conn._cursor()  # connected again if the server was restarted
     cursor = psycopg.Cursor(conn.raw)
     out: list[tuple] = []
