@@ -30,6 +30,7 @@ MODULES = [
     "bench.broker_accounts",
     "bench.faults_flood",
     "bench.faults_disk_full",
+    "bench.faults_shared_store",
     "bench.report_protocol",
     "bench.report_coverage",
     "bench.cli_status_once",
