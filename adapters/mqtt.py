@@ -20,15 +20,22 @@ Guarantees (DESIGN.md "Data flow"):
   keep-alive), and nothing is ever dropped.
 - **State**: Last Will ``offline`` and a retained ``online`` on the state topic.
 
-Two private paho methods are replaced (``_GatewayClient``; paho is pinned to 2.1-2.2 in
-pyproject.toml for that reason), because they were a third of the trio thread's time with
-one reading a message (py-spy of ``pmpgw run`` under the e2e.ingest_single stream):
+Three private paho methods are replaced (``_GatewayClient``; paho is pinned to 2.1-2.2 in
+pyproject.toml for that reason). Two were a third of the trio thread's time with one
+reading a message (py-spy of ``pmpgw run`` under the e2e.ingest_single stream):
 
 - ``_sock_recv``: paho reads a packet with three ``recv`` calls (command octet, length
   octets, the rest); here the socket is read 64 KiB at a time into a buffer that serves
   them (13 % of the samples were those ``recv`` calls);
 - acks: ``ack`` queues every PUBACK of a batch as ONE write (paho queues one packet, and
   makes one ``send``, per PUBACK: 7 % of the samples).
+
+The third held memory: ``_handle_on_message`` matches every message against the per-topic
+callbacks of ``message_callback_add`` (the link adds none) with a closure that refers to
+itself (``MQTTMatcher.iter_match``), six objects of cyclic garbage a message that only the
+cyclic collector frees, and the gateway runs that rarely (``gateway.service.GC_THRESHOLDS``):
+~180,000 of them piled up between collections in the e2e bench. Here ``on_message`` is
+called directly.
 """
 
 from __future__ import annotations
@@ -78,6 +85,10 @@ class _GatewayClient(paho.Client):
     def _sock_close(self) -> None:
         self._received.clear()  # octets of a closed connection never belong to the next
         super()._sock_close()
+
+    def _handle_on_message(self, message: paho.MQTTMessage) -> None:
+        with self._in_callback_mutex:
+            self.on_message(self, self._userdata, message)
 
     def ack_all(self, mids: list[int]) -> None:
         """PUBACK (reason success) every message id of ``mids`` in one queued write."""

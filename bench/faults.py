@@ -271,8 +271,10 @@ class GatewayProcess:
     """``pmpgw run --broker 127.0.0.1:PORT --db DB`` as a process, restartable: ``start``,
     ``kill`` (SIGKILL) and ``stop`` (SIGTERM, drain; SIGKILL after ``timeout_s``), by PID."""
 
-    def __init__(self, port: int, db: pathlib.Path, log: pathlib.Path, gw_id: str = "faults") -> None:
+    def __init__(self, port: int, db: pathlib.Path, log: pathlib.Path, gw_id: str = "faults",
+                 run_args: tuple[str, ...] = ()) -> None:
         self.port, self.db, self.log, self.gw_id = port, db, log, gw_id
+        self.run_args = run_args  # more ``pmpgw run`` options
         self.process: subprocess.Popen | None = None
         self.starts = 0
         self.command = [sys.executable, "-m", "gateway.cli"]  # this checkout's (a pmpgw script may import another)
@@ -284,7 +286,8 @@ class GatewayProcess:
             out.flush()
             started = time.monotonic()
             self.process = subprocess.Popen(
-                self.command + ["run", "--broker", f"{HOST}:{self.port}", "--db", str(self.db), "--gw-id", self.gw_id],
+                self.command + ["run", "--broker", f"{HOST}:{self.port}", "--db", str(self.db), "--gw-id", self.gw_id,
+                                *self.run_args],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_DIR)
         self.starts += 1
         return started

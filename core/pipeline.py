@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .bindings import Bindings
+from .dedup_keys import MAX_CAPACITY, Recall
 from .rule_tables import cgm_state, default_thresholds
 
 READING_ALERT_DTYPE = np.dtype([("reading", "<i4"), ("rule", "u1")], align=True)
@@ -29,15 +30,17 @@ class Pipeline:
     patients' alert thresholds (defaults when omitted); ``dedup_capacity`` the number of
     keys the dedup table is sized for at the start (a gateway passes its store's key
     count), so that it does not re-insert every key each time it doubles while filling;
+    ``dedup_max_capacity`` the table's bound in slots (``core.dedup_keys.MAX_CAPACITY``);
     ``windows`` a restored ``impl.WindowState`` for the n_patients (default: empty).
     """
 
     def __init__(self, impl, *, n_patients: int, tz_min: np.ndarray, bindings: Bindings,
-                 thresholds: np.ndarray | None = None, dedup_capacity: int = 0, windows=None) -> None:
+                 thresholds: np.ndarray | None = None, dedup_capacity: int = 0,
+                 dedup_max_capacity: int = MAX_CAPACITY, windows=None) -> None:
         self.impl = impl
         self.bindings = bindings
         self.thresholds = default_thresholds(n_patients) if thresholds is None else thresholds
-        self.dedup = impl.DedupTable(capacity=dedup_capacity)
+        self.dedup = impl.DedupTable(capacity=dedup_capacity, max_capacity=dedup_max_capacity)
         self.windows = impl.WindowState(n_patients, tz_min) if windows is None else windows
         self.cgm_last_t, self.cgm_last_glu = cgm_state(n_patients)
 
@@ -64,15 +67,17 @@ class Pipeline:
         if thresholds is not None:
             self.thresholds = np.ascontiguousarray(thresholds, dtype=np.float64)
 
-    def process(self, batch: np.ndarray, now_ms: int) -> np.ndarray:
+    def process(self, batch: np.ndarray, now_ms: int, recall: Recall | None = None) -> np.ndarray:
         """Run every stage on ``batch`` (READING_DTYPE, updated in place: reason, patient,
         flags, t) at gateway time ``now_ms``; return its reading alerts
-        (READING_ALERT_DTYPE: index of the reading in the batch, Rule code)."""
+        (READING_ALERT_DTYPE: index of the reading in the batch, Rule code). ``recall``
+        looks up the stored keys of records measured before the dedup table's horizon
+        (``DedupTable.check_and_insert``)."""
         impl = self.impl
         impl.validate(batch["kind"], batch["flags"], batch["t"], batch["rx"], batch["v"], batch["reason"], now_ms)
         impl.bind(batch["device"], batch["user"], batch["t"], batch["reason"], batch["patient"], self.bindings)
         self.dedup.check_and_insert(batch["device"], batch["kind"], batch["flags"], batch["seq"],
-                                    batch["fingerprint"], batch["t"], batch["reason"])
+                                    batch["fingerprint"], batch["t"], batch["reason"], recall)
         self.windows.update(batch, self.thresholds)
         alerts = np.zeros(2 * len(batch), dtype=READING_ALERT_DTYPE)
         n = impl.reading_alerts(batch["patient"], batch["kind"], batch["t"], batch["v"], batch["flags"],

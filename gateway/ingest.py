@@ -30,6 +30,7 @@ from adapters.inbound import Decoded, Inbound, decode_messages
 from adapters.mqtt import Received
 from adapters.topics import Route, device_ack_topic, hub_ack_topic, parse_topic
 from core.codes import Flag, Kind, Reason
+from core.dedup_keys import MAX_CAPACITY
 from core.rule_tables import Rule
 
 from .acks import ContiguousAcks
@@ -45,8 +46,9 @@ log = logging.getLogger("pmpgw")
 FIRST_SEEN_KIND: dict[int, str] = {Kind.BP: "bp", Kind.GLU: "glu", Kind.GLU_CONTEXT: "glu", Kind.CGM: "cgm"}
 
 DAY_MS = 86_400_000
-# The core's dedup table keeps keys of readings measured in this many last days (pruned
-# daily, so its memory stays flat); an older re-send is caught by the store's UNIQUE key.
+# The core's dedup table keeps keys of readings measured in this many last days at most
+# (pruned daily; its size is bounded apart, ``core.dedup_keys.MAX_CAPACITY``). A record
+# measured before the table's horizon is looked up in the store first (``_recall``).
 DEDUP_HORIZON_MS = 30 * DAY_MS
 
 # The values a window alert carries, in the order of its values columns (core.window_layout).
@@ -78,14 +80,23 @@ def alert_publications(alerts: list[dict]) -> list[tuple[str, bytes]]:
 
 
 class Ingest:
-    """Decode, run the core, commit: the state of one gateway's single writer."""
+    """Decode, run the core, commit: the state of one gateway's single writer.
 
-    def __init__(self, store: Store, *, impl=core.implementation, flood: FloodSettings = FloodSettings()) -> None:
+    ``dedup_max_capacity``: the core's dedup table's bound in slots of 32 bytes (a power
+    of two; ``core.dedup_keys.MAX_CAPACITY`` = 256 MiB by default). Records measured before
+    the table's horizon (keys evicted to stay within it, or older than DEDUP_HORIZON_MS)
+    are looked up in the store, one query a batch, so DUPLICATE and CONFLICT stay exact.
+    """
+
+    def __init__(self, store: Store, *, impl=core.implementation, flood: FloodSettings = FloodSettings(),
+                 dedup_max_capacity: int = MAX_CAPACITY) -> None:
         self.store = store
         self._registry_version = store.registry_version()
         self.devices = DeviceIndex(store.device_index())
         self.kinds = store.device_kinds()  # id -> registry kind: which route each may publish on
         self.impl = impl
+        self.dedup_max_capacity = dedup_max_capacity
+        self.recalled = self.recalled_found = self.dedup_peak_capacity = 0
         self.activity = Activity.from_rows(*store.load_activity())  # the sweeps' state; _load_core_state replays
         self._core_stale = True
         self._load_core_state()
@@ -97,16 +108,23 @@ class Ingest:
         self.pruned_day = now_ms() // DAY_MS
 
     def _load_core_state(self) -> None:
-        """The core's state as the store has it: registry, dedup keys of stored readings,
-        window state as saved plus the readings stored since (replayed in id order, into
-        the sweeps' activity state too, from the older of the two saves). ``_core_stale``
-        stays True until a load completes."""
+        """The core's state as the store has it: registry, dedup keys of the readings
+        measured in the last DEDUP_HORIZON_MS (the newest of them, if more than the table
+        holds), window state as saved plus the readings stored since (replayed in id order,
+        into the sweeps' activity state too, from the older of the two saves).
+        ``_core_stale`` stays True until a load completes."""
         store, impl = self.store, self.impl
         arrays, through = store.load_windows()
         self.pipeline = core.Pipeline(impl, n_patients=len(arrays["tz_min"]), tz_min=arrays["tz_min"],
                                       bindings=store.bindings(), thresholds=store.thresholds(),
+                                      dedup_max_capacity=self.dedup_max_capacity,
                                       windows=impl.WindowState.from_arrays(**arrays, adopt=True))
-        self.pipeline.dedup = impl.DedupTable.from_keys(store.dedup_keys())  # sized by the keys it holds
+        dedup = self.pipeline.dedup
+        dedup.prune(now_ms() - DEDUP_HORIZON_MS)
+        dedup.add_evicted_seqs(*store.highest_seqs_before(dedup.horizon))
+        for keys in store.dedup_key_chunks(since_t=dedup.horizon):
+            dedup.add_stored(keys)
+        self._note_dedup_capacity()
         self._windows_dirty = np.zeros(len(arrays["tz_min"]), dtype=bool)
         after = min(through, self.activity.through)
         while True:
@@ -247,17 +265,19 @@ class Ingest:
         where = zip(rejected.tolist(), decoded.message[rejected].tolist(), decoded.element[rejected].tolist())
         details = {row: decoded.details[(message, element)] for row, message, element in where
                    if (message, element) in decoded.details}
-        reading_alerts = self.pipeline.process(batch, now_ms)
-        self._mark_windows_dirty(batch["patient"][batch["reason"] == Reason.OK])
         try:
+            reading_alerts = self.pipeline.process(batch, now_ms, recall=self._recall)
+            self._note_dedup_capacity()
+            self._mark_windows_dirty(batch["patient"][batch["reason"] == Reason.OK])
             result = self.store.commit_batch(
                 batch, now_ms=now_ms, payloads=[m.payload for m in messages], message=decoded.message,
                 element=decoded.element, topics=[m.topic for m in messages], details=details, meal=decoded.meal,
                 battery=decoded.battery, alerts=[_alert_in(batch, a) for a in reading_alerts], replayed=replayed,
                 publisher_acks=publisher_acks)
         except StoreError:
-            # The core took the batch into its dedup table and windows, the store did not:
-            # forget it, or the retry would find every reading "already stored".
+            # The core took the batch into its dedup table and windows, the store did not
+            # (or the store refused the dedup lookup midway): forget it, or the retry would
+            # find every reading "already stored".
             self._core_stale = True
             self._load_core_state()
             raise
@@ -266,6 +286,28 @@ class Ingest:
         else:
             self.activity.take_late(batch, result.reason, now_ms)
         return result
+
+    def _recall(self, device: np.ndarray, tag: np.ndarray, key: np.ndarray) -> np.ndarray:
+        """The dedup table's lookup of the records it may not hold (``DedupTable.check_and_insert``):
+        the store's rows of those keys (``Store.stored_keys``, one query)."""
+        found = self.store.stored_keys(device, tag, key)
+        self.recalled += len(device)
+        self.recalled_found += len(found)
+        return found
+
+    def _note_dedup_capacity(self) -> None:
+        """Keep the highest capacity the dedup table had (it changes only inside the core's
+        calls, so looking after each of them sees every value)."""
+        self.dedup_peak_capacity = max(self.dedup_peak_capacity, self.pipeline.dedup.capacity)
+
+    def dedup_stats(self) -> dict:
+        """The dedup table for the stats JSON: keys held, slots now, at most, the highest
+        so far (32 bytes each), its horizon (ms UTC; keys measured before it may be evicted),
+        and the records looked up in the store for being older (and of them, found)."""
+        dedup = self.pipeline.dedup
+        return {"keys": len(dedup), "capacity": dedup.capacity, "max_capacity": dedup.max_capacity,
+                "peak_capacity": self.dedup_peak_capacity, "horizon": dedup.horizon, "recalled": self.recalled,
+                "recalled_found": self.recalled_found}
 
     def _register_new_devices(self, batch: np.ndarray, known: int, messages: list[Inbound],
                               message: np.ndarray) -> None:

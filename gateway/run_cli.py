@@ -12,6 +12,7 @@ import sys
 import trio
 
 from adapters.mqtt import LinkSettings, MqttLink
+from core.dedup_keys import MAX_CAPACITY, check_max_capacity
 
 from . import broker_accounts
 from .broker import PrivateBroker, TlsListener
@@ -47,8 +48,20 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--tls-listen", type=parse_address, default=("0.0.0.0", 8883),
                      help="HOST:PORT of the TLS listener (default 0.0.0.0:8883)")
     run.add_argument("--for", dest="for_s", type=float, default=None, help="drain and stop after this many seconds")
+    run.add_argument("--dedup-slots", type=_slots, default=MAX_CAPACITY, metavar="N",
+                     help=f"bound of the dedup table in memory, slots of 32 bytes, a power of two (default "
+                          f"{MAX_CAPACITY:,} = 256 MiB): past it the oldest keys are evicted and looked up in the "
+                          "database when needed")
     add_db_option(run)
     run.set_defaults(handler=_run)
+
+
+def _slots(text: str) -> int:
+    """``--dedup-slots``: a power of two (``core.dedup_keys.check_max_capacity``)."""
+    try:
+        return check_max_capacity(int(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -91,7 +104,7 @@ def _run_gateway(args: argparse.Namespace) -> int:
             link = MqttLink(LinkSettings(host=host, port=port, client_id=username,
                                          state_topic=f"pmp/v1/gateway/{args.gw_id}/state",
                                          username=username if password is not None else None, password=password))
-            gateway = Gateway(store, link, ServiceSettings(gw_id=args.gw_id))
+            gateway = Gateway(store, link, ServiceSettings(gw_id=args.gw_id, dedup_max_capacity=args.dedup_slots))
             keep_accounts = None if broker is None else functools.partial(_keep_accounts, args.db, broker, own)
             trio.run(_serve, gateway, args.for_s, keep_accounts)
             print_json(gateway.stats("down"))

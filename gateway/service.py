@@ -28,6 +28,7 @@ import time
 import trio
 
 from adapters.mqtt import MqttLink, Received
+from core.dedup_keys import MAX_CAPACITY
 
 from . import replay
 from .clock import now_ms
@@ -63,7 +64,8 @@ class ServiceSettings:
     batch; keep batch_max at half the link's Receive Maximum, so the broker can deliver the
     next batch while this one commits (a batch of the whole window would leave the broker
     nothing to send until its acks go out). Stats go out every ``stats_interval_s`` seconds.
-    ``flood``: when a publisher counts as flooding (``gateway.flood``; reported, never refused)."""
+    ``flood``: when a publisher counts as flooding (``gateway.flood``; reported, never refused).
+    ``dedup_max_capacity``: the core's dedup table's bound, slots of 32 bytes (``Ingest``)."""
 
     gw_id: str = "gw1"
     batch_max: int = 500
@@ -76,6 +78,7 @@ class ServiceSettings:
     escalation_interval_s: float = 30.0  # how often open emergencies are checked for escalation (gateway.escalation)
     sweep_interval_s: float = 60.0  # how often the MISSED and DEVICE sweeps run (gateway.sweeps)
     flood: FloodSettings = FloodSettings()
+    dedup_max_capacity: int = MAX_CAPACITY
 
 
 class Gateway:
@@ -108,8 +111,9 @@ class Gateway:
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Restore state from the store, connect, and serve until ``drain``."""
-        ingest = await trio.to_thread.run_sync(functools.partial(Ingest, self.store, flood=self.settings.flood),
-                                               limiter=self._writer)
+        ingest = await trio.to_thread.run_sync(
+            functools.partial(Ingest, self.store, flood=self.settings.flood,
+                              dedup_max_capacity=self.settings.dedup_max_capacity), limiter=self._writer)
         self._ingest = ingest
         tune_gc()
         async with trio.open_nursery() as nursery:
@@ -217,11 +221,12 @@ class Gateway:
     def stats(self, state: str = "up") -> dict:
         """The stats JSON of DESIGN.md, plus ``state`` (up, or down in the last report at
         drain), ``flooding`` (the publishers flooding now: ``Ingest.flooding``), the link's
-        and the broker's view, and the store's health: ``store_error`` (``"REASON: message"``
+        and the broker's view, the store's health: ``store_error`` (``"REASON: message"``
         while it refuses writes, else ""), ``store_fault`` (the episode, see
-        ``StoreHealth.fault``; None) and ``disk_free_bytes``. If the store cannot be read,
-        readings and open alerts are the last values read. Call it in the writer's turn (it
-        reads the writer's flood counts)."""
+        ``StoreHealth.fault``; None) and ``disk_free_bytes``, and the dedup table's
+        (``Ingest.dedup_stats``). If the store cannot be read, readings and open alerts are
+        the last values read. Call it in the writer's turn (it reads the writer's flood
+        counts and dedup table)."""
         cutoff = time.monotonic() - 60
         while self.committed and self.committed[0][0] < cutoff:
             self.committed.popleft()
@@ -249,6 +254,7 @@ class Gateway:
             "store_error": self.health.last_error,
             "store_fault": self.health.fault(self.held),
             "disk_free_bytes": self.store.disk_free_bytes(),
+            "dedup": None if self._ingest is None else self._ingest.dedup_stats(),
         }
 
     async def _report_stats(self, state: str = "up") -> None:

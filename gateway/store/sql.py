@@ -242,6 +242,14 @@ INSERT_READINGS_CHUNK = insert_readings(INSERT_CHUNK_ROWS)
 MAX_READING_ID = "SELECT COALESCE(MAX(id), 0) FROM readings"
 READING_BY_KEY = "SELECT id, fingerprint FROM readings WHERE device = ? AND dedup_tag = ? AND dedup_key = ?"
 SELECT_KEYS = "SELECT device, dedup_tag, dedup_key, fingerprint, t FROM readings WHERE t >= ?"
+# Each device's highest dedup key of another tag than the one given (the fingerprint tag:
+# seq and context-seq keys) among readings measured before a time.
+SELECT_SEQ_BEFORE = "SELECT device, MAX(dedup_key) FROM readings WHERE dedup_tag != ? AND t < ? GROUP BY device"
+# The stored keys among a JSON array of [device, dedup_tag, dedup_key] triples: one search
+# of the UNIQUE index per triple (the array is the outer loop), one statement however many.
+SELECT_STORED_KEYS = """SELECT r.device, r.dedup_tag, r.dedup_key, r.fingerprint, r.t
+    FROM json_each(?) AS k JOIN readings AS r
+    ON r.device = k.value ->> 0 AND r.dedup_tag = k.value ->> 1 AND r.dedup_key = k.value ->> 2"""
 SELECT_READINGS_BATCH = "SELECT id, device, patient, t, type, flags, fingerprint, detail FROM readings WHERE id > ? ORDER BY id LIMIT ?"
 SELECT_READINGS = """WITH wanted (device) AS (
         SELECT idx FROM devices WHERE :patient IS NULL AND (:device IS NULL OR id = :device)

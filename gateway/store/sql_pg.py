@@ -157,6 +157,10 @@ OVERRIDES: dict[str, str | tuple[str, ...]] = {
     sql.SELECT_DEVICES: sql.SELECT_DEVICES.replace("group_concat(p.id, ',')", "string_agg(p.id, ',')"),
     sql.OVERLAPPING_BINDING: sql.OVERLAPPING_BINDING.replace("b.user_slot IS ?", "b.user_slot IS NOT DISTINCT FROM ?"),
     sql.OPEN_BINDING_AT: sql.OPEN_BINDING_AT.replace("b.user_slot IS ?", "b.user_slot IS NOT DISTINCT FROM ?"),
+    sql.SELECT_STORED_KEYS: """SELECT r.device, r.dedup_tag, r.dedup_key, r.fingerprint, r.t
+        FROM json_array_elements(CAST(? AS json)) AS k (value) JOIN readings AS r
+        ON r.device = CAST(k.value ->> 0 AS bigint) AND r.dedup_tag = CAST(k.value ->> 1 AS bigint)
+        AND r.dedup_key = CAST(k.value ->> 2 AS bigint)""",
     sql.COUNT_SILENT_DEVICES: """SELECT COUNT(DISTINCT d.key)
         FROM alerts a, json_each(CAST(a.values_json AS json) -> 'devices') d
         WHERE a.state IN ('open', 'acknowledged') AND a.rule = 'DEVICE'

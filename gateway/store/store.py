@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import itertools
 import json
 import math
 import os
@@ -73,6 +74,8 @@ from .sql import (
     MAX_READING_ID,
     READING_BY_KEY,
     SELECT_KEYS,
+    SELECT_SEQ_BEFORE,
+    SELECT_STORED_KEYS,
     SELECT_READINGS_BATCH,
     SELECT_READINGS,
     INSERT_PAYLOAD,
@@ -260,6 +263,8 @@ COOLDOWN_MS = 6 * 3_600_000  # DESIGN.md: an open alert is updated, re-notified 
 GATEWAY_ACTOR = "gateway"
 ACTIVITY_NEVER = np.iinfo(np.int64).min  # "never" in the sweeps' activity arrays (NULL in their tables)
 DEFAULT_BUSY_TIMEOUT_MS = 5_000
+KEY_CHUNK_ROWS = 65_536  # dedup keys a chunk of ``dedup_key_chunks`` holds
+_T_MIN = int(np.iinfo(np.int64).min)
 
 _ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _BLE_ID = re.compile(r"(?:[0-9A-F]{2}:){5}[0-9A-F]{2}")
@@ -536,6 +541,17 @@ def reading_params(rows: np.ndarray, meal: np.ndarray | None = None, battery: np
         params[:, j] = column
     params[:, -1] = [octets[i:i + size] for i in range(0, n * size, size)]
     return params
+
+
+def _key_rows(rows: Sequence[tuple]) -> np.ndarray:
+    """KEY_DTYPE of (device, dedup_tag, dedup_key, fingerprint, t) rows as SQL has them
+    (the uint64 columns as the int64 of the same bits)."""
+    signed = np.array(rows, dtype=[("device", "<i4"), ("tag", "u1"), ("key", "<i8"), ("fingerprint", "<i8"),
+                                   ("t", "<i8")])
+    keys = np.zeros(len(signed), dtype=KEY_DTYPE)
+    keys["device"], keys["tag"], keys["t"] = signed["device"], signed["tag"], signed["t"]
+    keys["key"], keys["fingerprint"] = signed["key"].view(np.uint64), signed["fingerprint"].view(np.uint64)
+    return keys
 
 
 def _details(octets: Sequence[bytes]) -> np.ndarray:
@@ -924,13 +940,34 @@ class Store:
     def dedup_keys(self, since_t: int | None = None) -> np.ndarray:
         """Keys of stored readings measured at or after ``since_t`` (ms UTC; all when None),
         as ``core.dedup_keys.KEY_DTYPE`` sorted by (device, tag, key), for ``DedupTable.from_keys``."""
-        rows = self._read(SELECT_KEYS, (np.iinfo(np.int64).min if since_t is None else since_t,))
-        signed = np.array(rows, dtype=[("device", "<i4"), ("tag", "u1"), ("key", "<i8"), ("fingerprint", "<i8"),
-                                       ("t", "<i8")])
-        keys = np.zeros(len(signed), dtype=KEY_DTYPE)
-        keys["device"], keys["tag"], keys["t"] = signed["device"], signed["tag"], signed["t"]
-        keys["key"], keys["fingerprint"] = signed["key"].view(np.uint64), signed["fingerprint"].view(np.uint64)
+        keys = _key_rows(self._read(SELECT_KEYS, (_T_MIN if since_t is None else since_t,)))
         return np.sort(keys, order=["device", "tag", "key"])
+
+    def dedup_key_chunks(self, since_t: int | None = None, rows: int = KEY_CHUNK_ROWS) -> Iterator[np.ndarray]:
+        """The keys of ``dedup_keys`` (unsorted) in KEY_DTYPE chunks of up to ``rows``: a
+        gateway start fills its bounded dedup table from them without holding every stored
+        key, as Python rows, at once (~200 bytes a key that way, 29 bytes in a chunk)."""
+        cursor = self._rows(SELECT_KEYS, (_T_MIN if since_t is None else since_t,))
+        while chunk := list(itertools.islice(cursor, rows)):
+            yield _key_rows(chunk)
+
+    def highest_seqs_before(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """(device int32[k], seq int64[k]): each device's highest sequence number (seq and
+        context-seq keys) among readings measured before ``t`` (ms UTC): what a dedup table
+        filled with the keys from ``t`` on does not hold (``DedupTable.add_evicted_seqs``)."""
+        rows = self._read(SELECT_SEQ_BEFORE, (TAG_FINGERPRINT, t))
+        return np.array([d for d, _ in rows], dtype=np.int32), np.array([s for _, s in rows], dtype=np.int64)
+
+    def stored_keys(self, device: np.ndarray, tag: np.ndarray, key: np.ndarray) -> np.ndarray:
+        """KEY_DTYPE rows of the stored readings with the dedup keys (device int32[k], tag
+        uint8[k], key uint64[k]; a key asked twice is found once), in no particular order:
+        ONE query, a search of the UNIQUE index per key (``DedupTable.check_and_insert``'s
+        ``recall``)."""
+        if not len(device):
+            return np.zeros(0, dtype=KEY_DTYPE)
+        triples = np.unique(np.column_stack([np.asarray(device, dtype=np.int64), np.asarray(tag, dtype=np.int64),
+                                             np.asarray(key, dtype=np.uint64).view(np.int64)]), axis=0)
+        return _key_rows(self._read(SELECT_STORED_KEYS, (json.dumps(triples.tolist()),)))
 
     def count_readings(self) -> int:
         """Number of stored readings (for sizing the core's dedup table)."""

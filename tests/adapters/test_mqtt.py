@@ -223,3 +223,27 @@ async def test_a_restarted_broker_resumes_the_session_and_connections_count_only
         finally:
             await link.close()
             restarted.stop()
+
+
+async def test_receiving_leaves_no_cyclic_garbage(broker):
+    """The gateway runs the cyclic collector rarely (gateway.service.GC_THRESHOLDS): receiving
+    must not make reference cycles, or up to a million objects of them pile up between
+    collections. paho's own message dispatch made six a message (adapters/mqtt.py)."""
+    import gc
+
+    n = 400
+    async with running(broker) as link:
+        await link.wait_connected()  # subscribed once: the broker now keeps the session
+    await trio.to_thread.run_sync(publish, broker, [b"%d" % i for i in range(n)])
+    gc.collect()
+    gc.disable()
+    try:
+        async with running(broker) as back:
+            got = await receive(back, n)
+            cyclic = gc.collect()
+            back.ack(got)
+    finally:
+        gc.enable()
+    print(f"cyclic garbage receiving {len(got)} messages: {cyclic} objects")
+    assert len(got) == n
+    assert cyclic < n // 10

@@ -143,3 +143,61 @@ def test_a_window_save_writes_only_the_patients_whose_state_changed(store):
     first.save_windows()  # nothing changed: nothing written, the state on disk still complete
     restarted = Ingest(store)
     assert np.array_equal(restarted.pipeline.windows.arrays()["acc"], first.pipeline.windows.arrays()["acc"])
+
+
+def bp_readings(seqs, sys=120, t0=None):
+    """Home BP readings of ``seqs``, a minute apart from ``t0`` (default: two days ago)."""
+    t0 = NOW - 2 * DAY_MS if t0 is None else t0
+    return [{"seq": s, "t": t0 + s * 60_000, "type": "bp", "sys": sys, "dia": 80} for s in seqs]
+
+
+def test_a_bounded_dedup_table_decides_resends_of_evicted_keys_through_the_store(store, tmp_path):
+    """32 slots (16 keys) for 24 readings: the oldest keys are evicted. Late re-sends of them
+    are looked up in the store (one query a batch): the same values are DUPLICATE, other
+    values (a reused seq, at another time too) CONFLICT; each reading is stored once, and the
+    window state is exactly that of the readings without the re-sends."""
+
+    ingest = Ingest(store, dedup_max_capacity=32)
+    for mid, start in enumerate(range(0, 24, 4)):
+        outcome = ingest.process([received(bp_readings(range(start, start + 4)), mid=mid)], NOW)
+        assert outcome.result.stored == 4
+    dedup = ingest.dedup_stats()
+    assert dedup["max_capacity"] == dedup["peak_capacity"] == 32 and dedup["keys"] <= 16
+    assert dedup["horizon"] > NOW - 2 * DAY_MS and dedup["recalled"] == 0  # seq 0 ... 7 evicted
+    resent = bp_readings(range(6)) + bp_readings([6], sys=150) + bp_readings([7], sys=130, t0=NOW - 3_600_000)
+    late = ingest.process([received(resent, mid=10)], NOW)
+    assert (late.result.stored, late.result.duplicate, late.result.quarantined) == (0, 6, {"CONFLICT": 2})
+    assert ingest.dedup_stats()["recalled"] == 8 and ingest.dedup_stats()["recalled_found"] == 8
+    again = ingest.process([received(resent, mid=11)], NOW)  # before the horizon still: asked again
+    assert (again.result.stored, again.result.duplicate, again.result.quarantined) == (0, 6, {"CONFLICT": 2})
+    assert ingest.dedup_stats()["recalled"] == 16
+    assert rows(store.path, "SELECT dedup_key, sys FROM readings ORDER BY dedup_key") == [(s, 120.0) for s in range(24)]
+    with Store.open(tmp_path / "without-resends.db") as plain:
+        plain.add_patient("P1", tz="UTC")
+        plain.add_device("tono-1", "bp")
+        plain.bind("tono-1", "P1", 0)
+        reference = Ingest(plain)
+        for mid, start in enumerate(range(0, 24, 4)):
+            reference.process([received(bp_readings(range(start, start + 4)), mid=mid)], NOW)
+        assert np.array_equal(ingest.pipeline.windows.arrays()["acc"], reference.pipeline.windows.arrays()["acc"])
+
+
+def test_a_restart_fills_the_bounded_table_with_the_newest_keys_and_still_decides_older_ones(store):
+    ingest = Ingest(store, dedup_max_capacity=32)
+    ingest.process([received(bp_readings(range(40)))], NOW)  # one batch larger than the bound
+    restarted = Ingest(store, dedup_max_capacity=32)
+    dedup = restarted.dedup_stats()
+    assert dedup["peak_capacity"] == 32 and 0 < dedup["keys"] <= 16
+    assert sorted(restarted.pipeline.dedup.keys()["key"].tolist()) == list(range(40 - dedup["keys"], 40))
+    resent = restarted.process([received(bp_readings([0, 39]) + bp_readings([1], sys=140), mid=2)], NOW)
+    assert (resent.result.stored, resent.result.duplicate, resent.result.quarantined) == (0, 2, {"CONFLICT": 1})
+
+
+def test_the_store_finds_a_duplicate_the_core_did_not_see(store):
+    """The store's UNIQUE key is the last line: a re-send another writer stored meanwhile (not
+    in this writer's table) is counted DUPLICATE, or quarantined as CONFLICT, and stored once."""
+    first, second = Ingest(store), Ingest(store)
+    first.process([received(bp_readings([0, 1]))], NOW)
+    outcome = second.process([received(bp_readings([0]) + bp_readings([1], sys=150), mid=2)], NOW)
+    assert (outcome.result.stored, outcome.result.duplicate, outcome.result.quarantined) == (0, 1, {"CONFLICT": 1})
+    assert store.count_readings() == 2

@@ -202,6 +202,39 @@ def test_uint64_fingerprints_round_trip(store):
     assert replay["fingerprint"].tolist() == batch["fingerprint"].tolist()
 
 
+def test_stored_keys_of_a_batch_in_one_search_of_the_unique_index(store):
+    """The dedup table's recall: the stored rows of the keys asked (absent ones left out,
+    uint64 keys at both ends), one statement that searches the UNIQUE index per key."""
+    from gateway.store.sql import SELECT_STORED_KEYS
+
+    registry(store, 2)
+    batch = np.concatenate([reading(Kind.GLU, (5.5,), seq=s, t=NOW - s) for s in range(4)]
+                           + [reading(Kind.BP, (120, 80, np.nan, 70), device=1, seq=9, patient=1)])
+    batch["flags"][2:4] = Flag.HAS_TIME  # no seq: the fingerprint is the key
+    batch["fingerprint"][2:4] = [2**63, 2**64 - 1]
+    store.commit_batch(batch, now_ms=NOW)
+    found = store.stored_keys(np.array([0, 0, 0, 1, 1, 0], dtype=np.int32),
+                              np.array([1, 2, 2, 1, 1, 1], dtype=np.uint8),
+                              np.array([1, 2**64 - 1, 5, 9, 8, 1], dtype=np.uint64))
+    assert sorted(found.tolist()) == [(0, 1, 1, 1005, NOW - 1), (0, 2, 2**64 - 1, 2**64 - 1, NOW - 3),
+                                      (1, 1, 9, 9120, NOW - 60_000)]
+    assert found.dtype == core.KEY_DTYPE
+    assert len(store.stored_keys(np.zeros(0, np.int32), np.zeros(0, np.uint8), np.zeros(0, np.uint64))) == 0
+    if not store.path.startswith(("postgresql://", "postgres://")):  # SQLite's plan: PostgreSQL plans by statistics
+        plan = sqlite3.connect(store.path).execute("EXPLAIN QUERY PLAN " + SELECT_STORED_KEYS, ("[]",)).fetchall()
+        assert any("SEARCH r USING INDEX" in row[-1] and "dedup_key=?" in row[-1] for row in plan), plan
+    device, seq = store.highest_seqs_before(NOW)  # seq 0 is measured at NOW; 2 and 3 have none
+    assert (device.tolist(), seq.tolist()) == ([0, 1], [1, 9])
+
+
+def test_dedup_key_chunks_hold_every_key_once(store):
+    fleet, _, batch, _ = processed_fleet()
+    store.commit_batch(batch, now_ms=fleet.now_ms)
+    chunks = list(store.dedup_key_chunks(rows=100))
+    assert max(len(c) for c in chunks) == 100
+    assert np.array_equal(np.sort(np.concatenate(chunks), order=["device", "tag", "key"]), store.dedup_keys())
+
+
 def test_store_level_duplicate_and_conflict(store):
     registry(store, 1)
     first = reading(Kind.BP, (120, 80, np.nan, 70), seq=7)
