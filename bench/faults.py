@@ -36,6 +36,7 @@ import numpy as np
 import paho.mqtt.client as paho
 
 from gateway.store import Store
+from gateway.store.url import is_url
 
 PROJECT_DIR = pathlib.Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -422,15 +423,10 @@ def check_exactly_once(db: pathlib.Path, fleet: DeviceFleet) -> Check:
     with Store.open(db) as store:
         rows = store.readings(limit=10 ** 9)
         counters = store.counters()
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        links = conn.execute("SELECT ar.alert, ar.reading FROM alert_readings ar JOIN alerts a ON a.id = ar.alert "
-                             "WHERE a.rule = 'BP_CRISIS'").fetchall()
-        alert_rows = conn.execute("SELECT p.id, COUNT(*), SUM(a.occurrences) FROM alerts a "
-                                  "JOIN patients p ON p.idx = a.patient WHERE a.rule = 'BP_CRISIS' "
-                                  "GROUP BY p.id").fetchall()
-    finally:
-        conn.close()
+    links = read_only_rows(db, "SELECT ar.alert, ar.reading FROM alert_readings ar JOIN alerts a ON a.id = ar.alert "
+                               "WHERE a.rule = 'BP_CRISIS'")
+    alert_rows = read_only_rows(db, "SELECT p.id, COUNT(*), SUM(a.occurrences) FROM alerts a "
+                                    "JOIN patients p ON p.idx = a.patient WHERE a.rule = 'BP_CRISIS' GROUP BY p.id")
     seen = collections.Counter((r["device"], r["seq"]) for r in rows)
     key_of = {r["id"]: (r["device"], r["seq"]) for r in rows}
     lost = sorted(set(expected) - set(seen))
@@ -496,3 +492,17 @@ def summary(run: FaultRun) -> str:
             f"p50 {np.median(rec):.2f} s max {rec.max():.2f} s over {len(o.recovery_s)} restarts (first start "
             f"{o.first_start_s:.2f} s); final settle {o.final_settle_s:.2f} s; {o.seconds:.1f} s; counters "
             f"{c.counters}; messages {run.messages}")
+
+
+def read_only_rows(db: pathlib.Path | str, query: str) -> list[tuple]:
+    """The rows of ``query`` on ``db`` (an SQLite file, opened read-only; or a PostgreSQL URL)."""
+    if is_url(str(db)):
+        import psycopg
+
+        with psycopg.connect(str(db)) as conn:
+            return [tuple(row) for row in conn.execute(query).fetchall()]
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute(query).fetchall()
+    finally:
+        conn.close()

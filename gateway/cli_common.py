@@ -9,12 +9,16 @@ import os
 import pathlib
 import sys
 
+from .store.url import is_url
+
 DEFAULT_DB = "./pmp-data/pmp.db"
 
 
 def add_db_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=os.environ.get("PMP_DB", DEFAULT_DB),
-                        help=f"SQLite database (default: $PMP_DB, else {DEFAULT_DB}); its folder is the data directory")
+                        help=f"SQLite database file (default: $PMP_DB, else {DEFAULT_DB}; its folder is the data "
+                             "directory), or a PostgreSQL database: postgresql://USER[:PASSWORD]@HOST[:PORT]/NAME "
+                             f"(data directory: $PMP_DATA_DIR, else {pathlib.Path(DEFAULT_DB).parent})")
 
 
 def add_query_parser(commands: argparse._SubParsersAction, name: str, handler, help_text: str
@@ -29,8 +33,12 @@ def add_query_parser(commands: argparse._SubParsersAction, name: str, handler, h
 
 
 def data_dir(db: str) -> pathlib.Path:
-    """The gateway's data directory: the database's folder (created if missing)."""
-    folder = pathlib.Path(db).resolve().parent
+    """The gateway's data directory (created if missing): the SQLite database's folder; for
+    a PostgreSQL URL, $PMP_DATA_DIR, else DEFAULT_DB's folder."""
+    if is_url(db):
+        folder = pathlib.Path(os.environ.get("PMP_DATA_DIR", pathlib.Path(DEFAULT_DB).parent)).resolve()
+    else:
+        folder = pathlib.Path(db).resolve().parent
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

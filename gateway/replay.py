@@ -51,6 +51,7 @@ from core.codes import Flag, Reason
 from core.validate import LATE_AGE_MS
 
 from .cli_common import data_dir
+from .store.url import is_url
 from .ingest import Ingest, alert_publications
 from .store import Store
 from .store.store import CLI_ACTOR
@@ -242,7 +243,14 @@ def lock_path(db: str) -> pathlib.Path:
 def writer_lock(db: str, holder: str) -> Iterator[str | None]:
     """Try to take the writer lock of ``db`` (``fcntl.flock``, never waits). Yields None
     when this process holds it (``holder``, e.g. "pmpgw run", is written into the lock
-    file), else the holder the file names; released on exit, or when the process ends."""
+    file), else the holder the file names; released on exit, or when the process ends.
+
+    A PostgreSQL database (``--db postgresql://...``) has no lock file: several gateways
+    may write it at once (its constraints keep each reading and open alert once), so this
+    yields None at once."""
+    if is_url(db):
+        yield None
+        return
     with open(lock_path(db), "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

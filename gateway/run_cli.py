@@ -34,9 +34,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "ack after commit, publish alerts. Without --broker it starts its own Mosquitto on 127.0.0.1 "
         "(address written to DATA_DIR/broker/address) that admits only accounts: each device and hub its "
         "own (pmpgw devices add / devices credentials), the gateway its own (a new password every start); "
-        "accounts issued or revoked (pmpgw devices retire) reach it within a second. It holds the "
-        "database's writer lock while it runs (DB.writer.lock in DATA_DIR: one gateway per database; it "
-        "runs the quarantine replays asked for meanwhile). Ctrl-C or SIGTERM drains and exits 0."))
+        "accounts issued or revoked (pmpgw devices retire) reach it within a second. On an SQLite database "
+        "it holds the writer lock while it runs (DB.writer.lock in DATA_DIR: one gateway per file; it "
+        "runs the quarantine replays asked for meanwhile); a PostgreSQL database has no such lock. Ctrl-C or SIGTERM drains and exits 0."))
     run.add_argument("--broker", type=parse_address, help="external broker HOST:PORT (default: a private one)")
     run.add_argument("--gw-id", default="gw1",
                      help="gateway id: its MQTT user name and client id are pmpgw-ID (default gw1)")

@@ -1,7 +1,9 @@
-"""Shared fixtures: the ``impl`` fixture runs a core test on both implementations."""
+"""Shared fixtures: ``impl`` runs a core test on both implementations, ``db`` a store test on both
+databases (SQLite, PostgreSQL of a private cluster)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
@@ -40,3 +42,44 @@ def broker(tmp_path):
     running = PrivateBroker.start(tmp_path / "broker")
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A private PostgreSQL cluster (bench.pg_cluster) for the session, stopped and removed
+    afterwards, with a database ``pmp_template`` already at the newest schema."""
+    from bench.pg_cluster import PrivateCluster
+    from gateway.store import Store
+
+    cluster = PrivateCluster.start()
+    try:
+        Store.open(cluster.create_database(PG_TEMPLATE)).close()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+PG_TEMPLATE = "pmp_template"
+_pg_databases = itertools.count()
+
+
+@pytest.fixture
+def pg_url(pg_cluster):
+    """The URL of a new PostgreSQL database at the newest schema, dropped afterwards."""
+    import psycopg
+
+    name = f"pmp_test_{next(_pg_databases)}"
+    yield pg_cluster.create_database(name, template=PG_TEMPLATE)
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path, monkeypatch) -> str:
+    """``--db`` of a new store: an SQLite file in tmp_path, or a new PostgreSQL database of
+    the session's private cluster (its data directory, $PMP_DATA_DIR, in tmp_path); a test
+    taking it runs on both."""
+    if request.param == "sqlite":
+        return str(tmp_path / "pmp.db")
+    monkeypatch.setenv("PMP_DATA_DIR", str(tmp_path))
+    return request.getfixturevalue("pg_url")

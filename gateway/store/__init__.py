@@ -1,7 +1,8 @@
-"""gateway.store: the gateway's database (SQLite in WAL mode) behind one small interface.
+"""gateway.store: the gateway's database (SQLite in WAL mode, or PostgreSQL) behind one small interface.
 
 ``store.py`` holds the ``Store`` and what crosses its interface; ``sql.py`` every SQL
-statement and the numbered migrations.
+statement and the numbered migrations; ``pg.py`` and ``sql_pg.py`` the same Store on
+PostgreSQL (``Store.open("postgresql://...")``); ``url.py`` tells the two ``--db`` apart.
 """
 
 from .store import AlertIn as AlertIn

@@ -1,7 +1,10 @@
 """Every SQL statement of the store, and the schema as numbered migrations (SQLite dialect).
 
-The one place that speaks SQL: a PostgreSQL store would replace this module and keep
-``gateway.store.store``. A migration is never edited once released; a change is a new number.
+The one place that speaks SQL. The PostgreSQL store (``gateway.store.pg``) runs these same
+statements, translated once each (placeholders, a few functions), except the few that
+``gateway.store.sql_pg`` writes again, and its own DDL of the same migrations. Statements
+here keep to what both dialects accept where that costs SQLite nothing (``:flag = 1`` for a
+flag parameter, ``SUM(CASE ...)``, a table-qualified column in an upsert).
 """
 
 # ---------------------------------------------------------------------------------------
@@ -265,7 +268,7 @@ SELECT_QUARANTINE = """SELECT q.id, d.id, q.reason, q.detail, q.type, q.seq, q.t
     FROM quarantine q LEFT JOIN devices d ON d.idx = q.device
     LEFT JOIN quarantine_payloads qp ON qp.id = q.payload
     WHERE (:device IS NULL OR d.id = :device) AND (:reason IS NULL OR q.reason = :reason)
-      AND NOT (:pending AND q.replayed IS NOT NULL)
+      AND NOT (:pending = 1 AND q.replayed IS NOT NULL)
     ORDER BY q.id LIMIT :limit"""
 SELECT_QUARANTINE_KEYS = ("id", "device", "reason", "detail", "type", "seq", "t", "rx", "element", "replayed",
                           "topic", "payload")
@@ -289,7 +292,7 @@ UPSERT_GATEWAY_STATS = ("INSERT INTO gateway_stats (gw, stats, saved) VALUES (?,
                         "ON CONFLICT (gw) DO UPDATE SET stats = excluded.stats, saved = excluded.saved")
 SELECT_GATEWAY_STATS = "SELECT stats, saved FROM gateway_stats ORDER BY saved DESC"
 
-ADD_COUNTER = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = value + excluded.value"
+ADD_COUNTER = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = kv.value + excluded.value"
 SET_KV = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 SELECT_KV = "SELECT key, value FROM kv"
 GET_KV = "SELECT value FROM kv WHERE key = ?"
@@ -344,12 +347,12 @@ SELECT_ALERT = f"SELECT {_ALERT_COLUMNS} WHERE a.id = ?"
 # :physician, :nurse, :personal_admin keep alerts of the patients of that staff member.
 SELECT_ALERTS = f"""SELECT {_ALERT_COLUMNS}
     WHERE (:patient IS NULL OR p.id = :patient)
-      AND (a.state = :state OR :state IS NULL AND NOT (:queue AND a.state = 'resolved'))
+      AND (a.state = :state OR :state IS NULL AND NOT (:queue = 1 AND a.state = 'resolved'))
       AND (:severity IS NULL OR a.severity = :severity)
       AND (:role IS NULL OR EXISTS (SELECT 1 FROM json_each(a.route) WHERE value = :role))
       AND (:physician IS NULL OR p.physician = :physician) AND (:nurse IS NULL OR p.nurse = :nurse)
       AND (:personal_admin IS NULL OR p.personal_admin = :personal_admin)
-    ORDER BY CASE WHEN :queue THEN instr(:severity_order, ',' || a.severity || ',') ELSE 0 END, a.raised, a.id
+    ORDER BY CASE WHEN :queue = 1 THEN instr(:severity_order, ',' || a.severity || ',') ELSE 0 END, a.raised, a.id
     LIMIT :limit"""
 SELECT_STAFF_ROLE = "SELECT role FROM staff WHERE id = ?"
 SELECT_LAST_ALERT_EVENT = ("SELECT at, actor FROM alert_events WHERE alert = ? AND action = ? "
@@ -444,7 +447,8 @@ _COVERED = "idx IN (SELECT patient FROM protocols WHERE issued >= :since AND iss
 _EQUIPPED = """idx IN (SELECT b.patient FROM bindings b JOIN devices d ON d.idx = b.device
     WHERE b.valid_from <= :as_of AND (b.valid_to IS NULL OR b.valid_to > :as_of) AND d.kind != 'hub'
       AND (d.retired IS NULL OR d.retired > :as_of))"""
-COVERAGE_GROUPS = f"""SELECT physician, personal_admin, programmes, COUNT(*), SUM({_COVERED}), SUM(NOT {_EQUIPPED})
+COVERAGE_GROUPS = f"""SELECT physician, personal_admin, programmes, COUNT(*),
+    SUM(CASE WHEN {_COVERED} THEN 1 ELSE 0 END), SUM(CASE WHEN {_EQUIPPED} THEN 0 ELSE 1 END)
     FROM patients WHERE {_COHORT} GROUP BY physician, personal_admin, programmes"""
 COVERAGE_NO_DEVICE = f"""SELECT id, physician, personal_admin FROM patients WHERE {_COHORT} AND NOT {_EQUIPPED}
     ORDER BY personal_admin, id LIMIT :limit"""

@@ -4,7 +4,8 @@ Everything the gateway keeps across restarts goes through ``Store``: the registr
 (devices, patients, staff, bindings), readings, quarantine, alerts and their history,
 window state and the gateway's counters. All SQL lives in ``gateway.store.sql``, as
 constants and the numbered migrations; nothing sqlite-specific leaves this package (callers get ints, floats, str, bytes,
-dicts and numpy arrays), so PostgreSQL can take its place behind the same methods.
+dicts and numpy arrays). ``Store.open`` of a ``postgresql://`` URL returns ``gateway.store.pg.PgStore``: the same
+methods and statements on PostgreSQL, where several gateways may share the database.
 
 Invariants the database enforces (DESIGN.md "Persistence"), not memory:
 
@@ -55,6 +56,7 @@ from core.window_layout import N_ACC, N_METRICS, RING_DAYS, empty_slots
 from .. import broker_accounts
 from ..clock import format_ms
 from ..escalation import ESCALATED_SEVERITY, ESCALATED_STATE, Pending, escalations_due
+from .url import is_url
 from .sql import (
     SCHEMA_TABLE,
     MIGRATIONS,
@@ -613,6 +615,10 @@ class Store:
     open the same file at the same time (WAL: readers never block the writer).
     """
 
+    _MIGRATIONS = MIGRATIONS  # the dialect's DDL of the numbered migrations
+    _db_error: type[Exception] = sqlite3.Error  # what the connection raises
+    _integrity_error: type[Exception] = sqlite3.IntegrityError  # a constraint refused a row
+
     def __init__(self, conn: sqlite3.Connection, path: str, busy_timeout_ms: int) -> None:
         """Use ``Store.open``."""
         self._conn = conn
@@ -628,7 +634,8 @@ class Store:
     def open(cls, path: str | os.PathLike, *, synchronous: Synchronous = "FULL",
              busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Store:
         """Open (creating it and its folder if needed) the database at ``path`` and apply
-        pending migrations.
+        pending migrations. A ``postgresql://`` (or ``postgres://``) URL opens that
+        PostgreSQL database instead (``gateway.store.pg.PgStore``, same methods).
 
         ``synchronous``: FULL (default: a committed batch survives power loss, DESIGN.md) or
         NORMAL (survives a crash of the process, may lose the last commits on power loss).
@@ -638,6 +645,10 @@ class Store:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         path = os.fspath(path)
+        if is_url(path):
+            from .pg import PgStore
+
+            return PgStore.open_url(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
         try:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         except OSError as error:
@@ -664,7 +675,7 @@ class Store:
         conn = self._conn
         conn.execute(SCHEMA_TABLE)
         applied = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
-        for version, name, statements in MIGRATIONS:
+        for version, name, statements in self._MIGRATIONS:
             if version in applied:
                 continue
             with self._write() as c:
@@ -707,10 +718,14 @@ class Store:
         except BaseException as error:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            if isinstance(error, sqlite3.Error):
-                raise _store_error(error, self._timeout, self.path) from error
+            if isinstance(error, self._db_error):
+                raise self._store_error(error) from error
             raise
         self._mind_the_wal()
+
+    def _store_error(self, error: Exception) -> StoreError:
+        """The StoreError of an error the connection raised."""
+        return _store_error(error, self._timeout, self.path)
 
     def _mind_the_wal(self) -> None:
         """After a commit: on a disk with less than WAL_HEADROOM_BYTES free, checkpoint (and
@@ -730,14 +745,14 @@ class Store:
         """The rows of a query one at a time (for results too large to hold as a list)."""
         try:
             yield from self._conn.execute(sql, params)
-        except sqlite3.Error as error:
-            raise _store_error(error, self._timeout, self.path) from error
+        except self._db_error as error:
+            raise self._store_error(error) from error
 
     def _read(self, sql: str, params: Sequence | Mapping = ()) -> list[tuple]:
         try:
             return self._conn.execute(sql, params).fetchall()
-        except sqlite3.Error as error:
-            raise _store_error(error, self._timeout, self.path) from error
+        except self._db_error as error:
+            raise self._store_error(error) from error
 
     # -- the batch ----------------------------------------------------------------------
 
@@ -1036,7 +1051,7 @@ class Store:
         with self._write() as conn:
             try:
                 conn.execute(INSERT_STAFF, (staff_id, name.strip(), role))
-            except sqlite3.IntegrityError:
+            except self._integrity_error:
                 raise RegistryError("EXISTS", f"staff member {staff_id!r} already exists", staff_id) from None
             self._audit(conn, _now_ms(), actor, "staff.add", staff_id, {"name": name.strip(), "role": role})
             self._bump_registry(conn)

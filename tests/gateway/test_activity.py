@@ -21,8 +21,8 @@ CLOCK = (Reason.FUTURE, Reason.STALE)
 
 
 @pytest.fixture
-def store(tmp_path):
-    with Store.open(tmp_path / "pmp.db") as opened:
+def store(db):
+    with Store.open(db) as opened:
         opened.add_patient("P1", tz="UTC", programmes=("AH", "DM2"))
         opened.add_device("tono-1", "bp")
         opened.bind("tono-1", "P1", 0)

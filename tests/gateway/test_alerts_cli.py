@@ -19,10 +19,10 @@ HOUR = 3_600_000
 
 
 @pytest.fixture
-def db(tmp_path):
+def db(db):
     """P0 (doc0, nurse1, pa1) with BP_LOW 2 h old, MISSED 1 h old, BP_CRISIS 10 min old;
     P1 (doc1, nurse1) with GLU_LOW_L2 3 h old. Returns the path and the alert ids by rule."""
-    path = str(tmp_path / "pmp.db")
+    path = db
     now = now_ms()
     with Store.open(path) as store:
         for staff_id, role in (("doc0", "physician"), ("doc1", "physician"), ("nurse1", "nurse"),

@@ -1,24 +1,39 @@
-"""``pmpgw run`` on its embedded defaults, ``simulate`` against it, then the query commands."""
+"""``pmpgw run`` on its embedded defaults, ``simulate`` against it, then the query commands,
+on an SQLite file and on a PostgreSQL database (``--db postgresql://...``, data directory
+$PMP_DATA_DIR)."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
+
 PMPGW = [sys.executable, "-m", "gateway.cli"]
 
 
+@pytest.fixture
+def data(db, tmp_path, monkeypatch):
+    """The data directory of ``db`` (an SQLite file in it, or $PMP_DATA_DIR for PostgreSQL),
+    and ``db`` itself."""
+    folder = tmp_path / "data"
+    monkeypatch.setenv("PMP_DATA_DIR", str(folder))
+    return folder, (db if db.startswith("postgresql://") else str(folder / "pmp.db"))
+
+
 def pmpgw(*args, db):
-    return subprocess.run(PMPGW + list(args) + ["--db", str(db)], capture_output=True, text=True, timeout=120)
+    return subprocess.run(PMPGW + list(args) + ["--db", str(db)], capture_output=True, text=True, timeout=120,
+                          env=os.environ)
 
 
-def test_run_simulate_status_and_drain(tmp_path):
-    db = tmp_path / "data" / "pmp.db"
+def test_run_simulate_status_and_drain(data):
+    folder, db = data
     gateway = subprocess.Popen(PMPGW + ["run", "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     try:
-        address = db.parent / "broker" / "address"
+        address = folder / "broker" / "address"
         deadline = time.monotonic() + 30
         while not address.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -50,13 +65,13 @@ def test_run_simulate_status_and_drain(tmp_path):
     assert stopped["gw"] == "gw1" and stopped["state"] == "down" and stopped["up_s"] > 0
     assert stopped["readings"]["stored"] >= status["readings"]["stored"] and stopped["db_bytes"] > 0
     assert {"rate_1m", "batch", "alerts_open", "queue_depth"} <= set(stopped)
-    assert not (db.parent / "broker" / "address").exists()
+    assert not (folder / "broker" / "address").exists()
     readings = json.loads(pmpgw("readings", "--json", db=db).stdout)
     assert readings and {"device", "patient", "seq", "t", "type", "sys", "dia", "pul", "glu"} <= set(readings[0])
 
 
-def test_registry_commands_and_their_errors(tmp_path):
-    db = tmp_path / "pmp.db"
+def test_registry_commands_and_their_errors(data):
+    _, db = data
     assert pmpgw("patients", "add", "P1", "--programme", "AH,DM2", db=db).returncode == 0
     assert pmpgw("devices", "add", "tono-1", "--kind", "bp", db=db).returncode == 0
     assert pmpgw("bind", "tono-1", "P1", "--from", "2026-01-01T00:00", db=db).returncode == 0

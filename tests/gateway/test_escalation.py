@@ -47,8 +47,8 @@ def test_a_renotified_alert_is_paged_anew():
 
 
 @pytest.fixture
-def store(tmp_path):
-    with Store.open(tmp_path / "pmp.db") as opened:
+def store(db):
+    with Store.open(db) as opened:
         opened.add_staff("nurse1", "N", "nurse")
         opened.add_patient("P1", tz="UTC", now_ms=T0)
         yield opened
@@ -85,11 +85,11 @@ def test_only_open_emergencies_escalate(store):
     assert store.escalate_alerts(T0 + 10 * ESCALATE_AFTER_MS) == []
 
 
-def test_escalation_survives_a_restart(store, tmp_path):
+def test_escalation_survives_a_restart(store, db):
     crisis = raise_alert(store, "GLU_LOW_L2", T0)
     store.escalate_alerts(T0 + 15 * MIN)
     store.close()
-    with Store.open(tmp_path / "pmp.db") as reopened:
+    with Store.open(db) as reopened:
         assert reopened.escalate_alerts(T0 + 20 * MIN) == []  # decided from stored times, not memory
         [again] = reopened.escalate_alerts(T0 + 30 * MIN)
         assert (again["id"], again["escalated"]) == (crisis, 2)

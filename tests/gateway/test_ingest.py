@@ -8,13 +8,14 @@ from adapters.mqtt import Received
 from gateway.clock import now_ms
 from gateway.ingest import DAY_MS, Ingest
 from gateway.store import Store
+from tests.gateway.dbs import rows
 
 NOW = now_ms()
 
 
 @pytest.fixture
-def store(tmp_path):
-    with Store.open(tmp_path / "pmp.db") as opened:
+def store(db):
+    with Store.open(db) as opened:
         opened.add_patient("P1", tz="UTC")
         opened.add_device("tono-1", "bp")
         opened.bind("tono-1", "P1", 0)
@@ -133,13 +134,11 @@ def test_a_late_crisis_is_urgent_until_a_current_one_makes_it_an_emergency(store
 def test_a_window_save_writes_only_the_patients_whose_state_changed(store):
     """Window state is ~3 KiB a patient: a save writes the patients that got readings since
     the last save, and a restart still restores every patient's state exactly."""
-    import sqlite3
-
     store.add_patient("P2", tz="UTC")
     first = Ingest(store)
     first.process([received(week_of_high_bp(days=2))], NOW)
     first.save_windows()
-    saved = sqlite3.connect(store.path).execute("SELECT patient FROM windows ORDER BY patient").fetchall()
+    saved = rows(store.path, "SELECT patient FROM windows ORDER BY patient")
     assert saved == [(0,)]  # P1 only: P2 has no readings
     first.save_windows()  # nothing changed: nothing written, the state on disk still complete
     restarted = Ingest(store)
@@ -157,7 +156,6 @@ def test_a_bounded_dedup_table_decides_resends_of_evicted_keys_through_the_store
     are looked up in the store (one query a batch): the same values are DUPLICATE, other
     values (a reused seq, at another time too) CONFLICT; each reading is stored once, and the
     window state is exactly that of the readings without the re-sends."""
-    import sqlite3
 
     ingest = Ingest(store, dedup_max_capacity=32)
     for mid, start in enumerate(range(0, 24, 4)):
@@ -173,8 +171,7 @@ def test_a_bounded_dedup_table_decides_resends_of_evicted_keys_through_the_store
     again = ingest.process([received(resent, mid=11)], NOW)  # before the horizon still: asked again
     assert (again.result.stored, again.result.duplicate, again.result.quarantined) == (0, 6, {"CONFLICT": 2})
     assert ingest.dedup_stats()["recalled"] == 16
-    rows = sqlite3.connect(store.path).execute("SELECT dedup_key, sys FROM readings ORDER BY dedup_key").fetchall()
-    assert rows == [(s, 120.0) for s in range(24)]
+    assert rows(store.path, "SELECT dedup_key, sys FROM readings ORDER BY dedup_key") == [(s, 120.0) for s in range(24)]
     with Store.open(tmp_path / "without-resends.db") as plain:
         plain.add_patient("P1", tz="UTC")
         plain.add_device("tono-1", "bp")

@@ -2,7 +2,6 @@
 registry's effect on a running writer (bindings at their boundaries, individual targets)."""
 
 import json
-import sqlite3
 
 import msgpack
 import pytest
@@ -14,14 +13,10 @@ from gateway.clock import now_ms
 from gateway.ingest import DAY_MS, Ingest
 from gateway.csv_import import EXIT_SKIPPED
 from gateway.store import Store
+from tests.gateway.dbs import rows
 
 NOW = now_ms()
 HOUR = 3_600_000
-
-
-@pytest.fixture
-def db(tmp_path):
-    return tmp_path / "pmp.db"
 
 
 @pytest.fixture
@@ -47,10 +42,7 @@ def staff(pmpgw):
 
 
 def audit(db):
-    conn = sqlite3.connect(db)
-    rows = conn.execute("SELECT actor, action, subject FROM audit ORDER BY id").fetchall()
-    conn.close()
-    return rows
+    return rows(db, "SELECT actor, action, subject FROM audit ORDER BY id")
 
 
 def test_staff_add_and_list(pmpgw, db):

@@ -26,9 +26,9 @@ HOUR = 3_600_000
 
 
 @pytest.fixture
-def registry(tmp_path):
+def registry(db):
     """The operators' connection (a CLI process): the writer sees its changes as a gateway does."""
-    with Store.open(tmp_path / "pmp.db") as opened:
+    with Store.open(db) as opened:
         opened.add_patient("P1", tz="UTC")
         opened.add_patient("P2", tz="UTC")
         opened.add_device("tono-1", "bp")

@@ -2,7 +2,6 @@
 
 import datetime
 import json
-import sqlite3
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from fhir.resources.R4B.bundle import Bundle
 import core
 from core.codes import Flag, Kind
 from gateway.cli import main
+from tests.gateway.dbs import rows
 from gateway.store import Store
 
 from .clinical.readings import BP_EXPECTED, BP_ROWS, CGM_EXPECTED, CGM_ROWS, GLU_EXPECTED, GLU_ROWS, local_ms
@@ -33,11 +33,11 @@ def batch_of(rows, devices, patient=0, first_seq=1):
 
 
 @pytest.fixture
-def db(tmp_path):
+def db(db):
     """P1 (AH, DM2, Europe/Moscow) with the fixed data set of tests/gateway/clinical/readings.py
     on T1, G1 and C1; an alert acknowledged and resolved by DR1. R1, a rented tonometer, was P2's
     until 2026-03-02 and measured for P2 on 2026-03-01: that reading is not P1's."""
-    path = tmp_path / "pmp.db"
+    path = db
     registered = local_ms(1, 0) - 30 * DAY
     with Store.open(path) as store:
         store.add_staff("DR1", "Ivanova", "physician")
@@ -69,11 +69,7 @@ def run(capsys, *argv):
 
 
 def protocols(db):
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute("SELECT patient, period_from, period_to, issued_by, content FROM protocols").fetchall()
-    finally:
-        conn.close()
+    return rows(db, "SELECT patient, period_from, period_to, issued_by, content FROM protocols")
 
 
 def test_protocol_json_is_recorded_as_final(db, capsys):

@@ -52,8 +52,8 @@ def publish(broker, messages: list[tuple[str, bytes]]) -> None:
 
 
 @pytest.fixture
-def store(tmp_path):
-    with Store.open(tmp_path / "pmp.db") as opened:
+def store(db):
+    with Store.open(db) as opened:
         opened.add_patient("P1", programmes=("AH", "DM2"), tz="Europe/Moscow")
         opened.add_device("tono-1", "bp")
         opened.add_device("glu-1", "glu")

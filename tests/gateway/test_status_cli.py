@@ -19,6 +19,7 @@ import pytest
 import core
 from adapters.mqtt import Received
 from gateway import status_cli
+from gateway.store.url import is_url
 from gateway.cli import main
 from gateway.cli_common import broker_address_file
 from gateway.ingest import Ingest
@@ -32,9 +33,9 @@ STATS_KEYS = {"gw", "state", "up_s", "readings", "rate_1m", "batch", "alerts_ope
 
 
 @pytest.fixture
-def db(tmp_path):
+def db(db):
     """Three readings stored, one UNBOUND, a crisis alert and two DEVICE tasks (one device silent)."""
-    path = tmp_path / "pmp.db"
+    path = db
     with Store.open(path) as store:
         store.add_patient("P1", tz="UTC")
         store.add_patient("P2", tz="UTC")
@@ -118,6 +119,8 @@ def test_gateways_up_or_down_by_their_retained_state_with_their_live_stats(broke
 
 
 def test_counts_come_from_indexes_not_table_scans(db):
+    if is_url(db):
+        pytest.skip("SQLite's query plans")
     conn = sqlite3.connect(db)
     for sql in (OPEN_ALERTS_SUMMARY, COUNT_SILENT_DEVICES):
         plan = " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
@@ -140,9 +143,10 @@ def test_a_gateway_on_an_external_broker_says_why_its_store_refuses_writes(broke
         assert status_cli.collect(store, db)["store_fault"] is None  # no broker on file: the saved stats
         stats = status_cli.collect(store, db, ("127.0.0.1", broker.port))
     assert stats["store_fault"] == fault and stats["store_error"].startswith("DISK_FULL: ")
-    assert stats["disk_free_bytes"] > 0  # this test's disk is not full
+    # This test's disk is not full; a PostgreSQL server's disk is not visible from here.
+    assert stats["disk_free_bytes"] is None if is_url(db) else stats["disk_free_bytes"] > 0
     view = status_cli.render(stats, db, NOW)
     assert ("STORE REFUSES WRITES for 1m30s (7 refusals; 412 messages held, not acked): DISK_FULL: no space left "
             "for the database") in view
-    assert "disk free " in view and "DISK FULL" not in view
+    assert ("disk free " in view) != is_url(db) and "DISK FULL" not in view
     assert "DISK FULL" in status_cli.render({**stats, "disk_free_bytes": 4096}, db, NOW)

@@ -225,12 +225,12 @@ def test_decide_resolves_open_tasks_whose_condition_cleared_with_a_note():
                                                     (8, RESOLVED_NOTES[Rule.DEVICE, False])])
 
 
-# -- on a real SQLite file ------------------------------------------------------------------
+# -- on a real database (an SQLite file, and PostgreSQL) ----------------------------------
 
 
 @pytest.fixture
-def store(tmp_path):
-    with Store.open(tmp_path / "pmp.db") as opened:
+def store(db):
+    with Store.open(db) as opened:
         opened.add_staff("pa1", "Anna", "personal_admin")
         opened.add_staff("da1", "Boris", "device_admin")
         opened.add_patient("P1", programmes=("AH",), tz="UTC", now_ms=NOW - 30 * DAY_MS)

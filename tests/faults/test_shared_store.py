@@ -1,0 +1,35 @@
+"""Issue 7, item 1: two ``pmpgw run --broker`` processes on one PostgreSQL database, both
+receiving every message (no shared subscription), while re-sending devices publish: the
+database keeps every reading once and one alert per (patient, rule). The machinery is
+``bench.faults_shared_store`` (also ``python -m bench --only faults_shared_store``).
+
+PMP_FAULT_DEVICES (default 24), PMP_SHARED_SECONDS (default 6).
+"""
+
+from __future__ import annotations
+
+import os
+
+from bench.faults_shared_store import run_shared_store, summary
+
+DEVICES = int(os.environ.get("PMP_FAULT_DEVICES", "24"))
+SECONDS = float(os.environ.get("PMP_SHARED_SECONDS", "6"))
+
+
+def test_two_gateways_on_one_database_store_each_reading_once(broker, pg_url, tmp_path):
+    run = run_shared_store(broker.port, pg_url, tmp_path, devices=DEVICES, generate_s=SECONDS)
+    print(summary(run))
+    check = run.check
+    assert run.acked and run.exits == [0, 0]
+    assert check.generated > 0 and check.violations == []
+    assert (check.lost, check.duplicated, check.wrong_values) == (0, 0, 0), check.examples
+    assert check.stored == check.generated == check.counters["stored"]
+    assert check.crisis_readings > 0
+    assert (check.crisis_not_alerted, check.crisis_alerted_twice, check.alerted_not_crisis) == (0, 0, 0), \
+        check.examples
+    assert check.crisis_alert_rows_extra == 0 and check.occurrences_mismatch == 0, check.examples
+    assert check.quarantined == {}, check.counters
+    # Both gateways received every message (each counts every row it got), and each reading
+    # was stored by one of them: the other's copy was the store's duplicate.
+    assert check.counters["received"] >= 2 * check.generated
+    assert check.counters["duplicate"] >= check.generated
