@@ -43,6 +43,13 @@ INBOUND: dict[Route, tuple[str, str, str]] = {
 }
 
 SUBSCRIPTIONS: tuple[str, ...] = tuple(topic_filter for topic_filter, _, _ in INBOUND.values())
+SHARE_GROUP = "pmpgw"  # DESIGN.md "Scaling out": the gateways' MQTT 5 shared-subscription group
+
+
+def shared(subscriptions: tuple[str, ...], group: str = SHARE_GROUP) -> tuple[str, ...]:
+    """``$share/{group}/{filter}`` of each filter: the broker hands each message to one
+    member of the group (Mosquitto: in turn), each member on its own persistent session."""
+    return tuple(f"$share/{group}/{topic_filter}" for topic_filter in subscriptions)
 
 RESERVED_PREFIX = "pmpgw-"  # ids of the gateway's own broker accounts: never a publisher
 # Route -> the registry kinds (gateway.store DEVICE_KINDS) that may publish on it; "unknown":

@@ -12,6 +12,7 @@ import sys
 import trio
 
 from adapters.mqtt import LinkSettings, MqttLink
+from adapters.topics import SUBSCRIPTIONS, shared
 from core.dedup_keys import MAX_CAPACITY, check_max_capacity
 
 from . import broker_accounts
@@ -47,6 +48,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                      help="the private broker also listens with TLS, with this PEM certificate (chain) and key")
     run.add_argument("--tls-listen", type=parse_address, default=("0.0.0.0", 8883),
                      help="HOST:PORT of the TLS listener (default 0.0.0.0:8883)")
+    run.add_argument("--shared", action="store_true",
+                     help="one of several gateways on one broker and one PostgreSQL store: subscribe as a member of "
+                          "the shared subscription group $share/pmpgw/ (MQTT 5), each message to one gateway; give "
+                          "each its own --gw-id")
     run.add_argument("--for", dest="for_s", type=float, default=None, help="drain and stop after this many seconds")
     run.add_argument("--dedup-slots", type=_slots, default=MAX_CAPACITY, metavar="N",
                      help=f"bound of the dedup table in memory, slots of 32 bytes, a power of two (default "
@@ -103,6 +108,7 @@ def _run_gateway(args: argparse.Namespace) -> int:
         try:
             link = MqttLink(LinkSettings(host=host, port=port, client_id=username,
                                          state_topic=f"pmp/v1/gateway/{args.gw_id}/state",
+                                         subscriptions=shared(SUBSCRIPTIONS) if args.shared else SUBSCRIPTIONS,
                                          username=username if password is not None else None, password=password))
             gateway = Gateway(store, link, ServiceSettings(gw_id=args.gw_id, dedup_max_capacity=args.dedup_slots))
             keep_accounts = None if broker is None else functools.partial(_keep_accounts, args.db, broker, own)

@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from adapters.mqtt import STATE_OFFLINE, STATE_ONLINE, LinkSettings, MqttLink
+from adapters.topics import SUBSCRIPTIONS, shared
 
 pytestmark = pytest.mark.trio
 
@@ -28,8 +29,8 @@ async def running(broker, **overrides):
 
 
 def settings(broker, **overrides) -> LinkSettings:
-    return LinkSettings(host="127.0.0.1", port=broker.port, client_id="pmpgw-test", state_topic="pmp/v1/gateway/t/state",
-                        keepalive_s=5, **overrides)
+    return LinkSettings(**{"host": "127.0.0.1", "port": broker.port, "client_id": "pmpgw-test",
+                           "state_topic": "pmp/v1/gateway/t/state", "keepalive_s": 5, **overrides})
 
 
 def publish(broker, payloads: list[bytes], topic: str = TOPIC) -> None:
@@ -247,3 +248,27 @@ async def test_receiving_leaves_no_cyclic_garbage(broker):
     print(f"cyclic garbage receiving {len(got)} messages: {cyclic} objects")
     assert len(got) == n
     assert cyclic < n // 10
+
+
+async def test_shared_subscribers_each_get_a_share_and_together_every_message_once(broker):
+    """Two gateways in the group $share/pmpgw/ on their own sessions: each message goes to
+    one of them; one that is away has its share queued on its session (Mosquitto hands
+    messages in turn to every member, connected or not)."""
+    group = shared(SUBSCRIPTIONS)
+    async with running(broker, client_id="pmpgw-a", subscriptions=group) as a, \
+            running(broker, client_id="pmpgw-b", subscriptions=group) as b:
+        await trio.to_thread.run_sync(publish, broker, [b"%d" % i for i in range(40)])
+        got_a = await receive(a, 40, timeout_s=1.0)
+        got_b = await receive(b, 40 - len(got_a), timeout_s=3.0)
+        assert got_a and got_b
+        assert sorted(m.payload for m in got_a + got_b) == sorted(b"%d" % i for i in range(40))
+        a.ack(got_a)
+        b.ack(got_b)
+    async with running(broker, client_id="pmpgw-a", subscriptions=group) as a:
+        await trio.to_thread.run_sync(publish, broker, [b"%d" % i for i in range(40, 60)])
+        got_a = await receive(a, 20, timeout_s=1.0)
+        a.ack(got_a)
+    async with running(broker, client_id="pmpgw-b", subscriptions=group) as b:
+        queued = await receive(b, 20 - len(got_a), timeout_s=3.0)  # b's share, kept while it was away
+        b.ack(queued)
+    assert sorted(m.payload for m in got_a + queued) == sorted(b"%d" % i for i in range(40, 60))

@@ -10,6 +10,7 @@ from adapters.topics import (
     is_ble_address,
     is_publisher_id,
     parse_topic,
+    shared,
 )
 
 ID_64 = "a" * 64
@@ -69,6 +70,7 @@ def test_publisher_id(name, ok):
 
 def test_subscriptions_cover_both_routes():
     assert SUBSCRIPTIONS == ("pmp/v1/dev/+/m", "pmp/v1/hub/+/gatt")
+    assert shared(SUBSCRIPTIONS) == ("$share/pmpgw/pmp/v1/dev/+/m", "$share/pmpgw/pmp/v1/hub/+/gatt")
 
 
 def test_ack_topics():
