@@ -70,7 +70,7 @@ def run_shared_store(port: int, db: str, tmp: pathlib.Path, *, devices: int, gen
             time.sleep(generate_s)
         fleet.stop_generating()
         stopped = time.monotonic()
-        acked = fleet.wait_all_acked(60.0)
+        acked = fleet.wait_all_acked(240.0 if shared else 60.0)  # shared: acks wait for re-sends to fill gaps
         settle_s = time.monotonic() - stopped
     finally:
         fleet.stop()
