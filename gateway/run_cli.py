@@ -25,7 +25,7 @@ from .store import Store, StoreError
 
 log = logging.getLogger("pmpgw")
 
-ACCOUNTS_POLL_S = 1.0  # how soon an account issued or revoked reaches the private broker
+ACCOUNTS_POLL_S = 0.2  # how soon an account issued or revoked reaches the private broker (a kv row read)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
