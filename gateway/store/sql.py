@@ -206,6 +206,15 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             name TEXT PRIMARY KEY,                     -- user name pmpgw-dash-{name}
             password_hash TEXT NOT NULL, issued INTEGER NOT NULL)""",
     )),
+    # Acks of gateways sharing a database (``pmpgw run --shared``, each message to one of
+    # them): the sequence numbers committed above a publisher's ack, by whichever gateway,
+    # until the contiguous run reaches them (ADVANCE_ACKS); the ack itself is the kv row.
+    (5, "sequence numbers committed above each publisher's ack", (
+        """CREATE TABLE ack_seqs (
+            ack TEXT NOT NULL,                         -- the publisher's ack key in kv: ack.dev.{id}, ack.hub.{id}
+            seq INTEGER NOT NULL,                      -- a committed seq (device) or hseq (hub) above the ack
+            PRIMARY KEY (ack, seq)) WITHOUT ROWID""",
+    )),
 )
 
 # Measured with bench/store_insert_ceiling.py: a batch dirties about one leaf page per
@@ -297,6 +306,22 @@ SET_KV = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE 
 SELECT_KV = "SELECT key, value FROM kv"
 GET_KV = "SELECT value FROM kv WHERE key = ?"
 ACK_KEY_PREFIX = "ack."
+# Shared acks (Store.commit_batch's ack_seqs), in one write transaction: LOCK_ACK each
+# touched publisher's ack row in key order (a publisher first seen starts at its lowest
+# seq in the batch - 1; on PostgreSQL the upsert locks the row, so two gateways advancing
+# one publisher take turns, and in one order: no deadlock), INSERT_ACK_SEQ the batch's
+# seqs, ADVANCE_ACKS (gaps and islands: in a run of consecutive seqs, seq - row_number is
+# constant, and the run right above the ack has the ack as that constant), then SET_KV the
+# acks that moved and DELETE_ACK_SEQS what is at or below each ack.
+LOCK_ACK = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = kv.value"
+INSERT_ACK_SEQ = "INSERT INTO ack_seqs (ack, seq) VALUES (?, ?) ON CONFLICT DO NOTHING"
+# (ack key, ack before, ack now) of each key in the JSON array (one parameter).
+ADVANCE_ACKS = """SELECT key, acked, COALESCE(MAX(CASE WHEN seq - rn = acked THEN seq END), acked) FROM (
+        SELECT k.key, k.value AS acked, s.seq, ROW_NUMBER() OVER (PARTITION BY k.key ORDER BY s.seq) AS rn
+        FROM kv k LEFT JOIN ack_seqs s ON s.ack = k.key AND s.seq > k.value
+        WHERE k.key IN (SELECT value FROM json_each(?))) AS runs
+    GROUP BY key, acked"""
+DELETE_ACK_SEQS = "DELETE FROM ack_seqs WHERE ack = ? AND seq <= ?"
 REGISTRY_VERSION_KEY = "registry_version"
 ACCOUNTS_VERSION_KEY = "broker_accounts_version"  # bumped by every account issued or revoked
 WINDOWS_THROUGH_KEY = "windows_through_reading"

@@ -113,6 +113,9 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             device BIGINT PRIMARY KEY REFERENCES devices (idx), password_hash TEXT NOT NULL, issued BIGINT NOT NULL)""",
         """CREATE TABLE dashboard_accounts (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, issued BIGINT NOT NULL)""",
     )),
+    (5, sql.MIGRATIONS[4][1], (
+        """CREATE TABLE ack_seqs (ack TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (ack, seq))""",
+    )),
 )
 assert [m[0] for m in MIGRATIONS] == [m[0] for m in sql.MIGRATIONS], "a migration without its PostgreSQL DDL"
 
@@ -143,6 +146,7 @@ OVERRIDES: dict[str, str | tuple[str, ...]] = {
     sql.PATIENT_IDS_AMONG: (LOCK_REGISTRY, f"SELECT id FROM patients WHERE id IN {_IDS_AMONG}"),
     sql.DEVICES_AMONG: (LOCK_REGISTRY, f"SELECT id, idx, kind, retired FROM devices WHERE id IN {_IDS_AMONG}"),
     sql.INSERT_STAFF: (LOCK_REGISTRY, sql.INSERT_STAFF),
+    sql.ADVANCE_ACKS: sql.ADVANCE_ACKS.replace("SELECT value FROM json_each(?)", _IDS_AMONG[1:-1]),
     sql.STAFF_IDS_AMONG: f"SELECT id FROM staff WHERE id IN {_IDS_AMONG}",
     sql.PATIENT_IDX_AMONG: f"SELECT id, idx FROM patients WHERE id IN {_IDS_AMONG}",
     sql.BINDINGS_OF_DEVICES: """SELECT b.device, b.user_slot, b.valid_from, b.valid_to, p.id FROM bindings b

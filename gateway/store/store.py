@@ -106,6 +106,10 @@ from .sql import (
     SELECT_KV,
     GET_KV,
     ACK_KEY_PREFIX,
+    LOCK_ACK,
+    INSERT_ACK_SEQ,
+    ADVANCE_ACKS,
+    DELETE_ACK_SEQS,
     REGISTRY_VERSION_KEY,
     ACCOUNTS_VERSION_KEY,
     WINDOWS_THROUGH_KEY,
@@ -393,7 +397,9 @@ class CommitResult:
     ``reading_ids`` int64[n]: the stored reading of each row (new, or the identical one the
     store held), -1 otherwise; ``alerts``: alert JSON (DESIGN.md) of each alert raised or
     re-notified, to publish; ``alerts_updated``: alerts only updated within their cooldown
-    (not to publish).
+    (not to publish); ``acks``: with ``commit_batch``'s ``ack_seqs``, the ack to publish of
+    each publisher (``{"dev" | "hub": {publisher id: seq}}``: those whose ack moved, and
+    those whose batch seqs were all acked already, which hear their current ack again).
     """
 
     stored: int
@@ -403,6 +409,7 @@ class CommitResult:
     reading_ids: np.ndarray
     alerts: list[dict]
     alerts_updated: int
+    acks: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
 
 class PatientIn(TypedDict):
@@ -762,7 +769,8 @@ class Store:
                      meal: np.ndarray | None = None, battery: np.ndarray | None = None,
                      alerts: Sequence[AlertIn] = (), windows: Mapping[str, np.ndarray] | None = None,
                      replayed: np.ndarray | None = None,
-                     publisher_acks: Mapping[str, Mapping[str, int]] | None = None) -> CommitResult:
+                     publisher_acks: Mapping[str, Mapping[str, int]] | None = None,
+                     ack_seqs: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> CommitResult:
         """Store one processed batch in ONE transaction; all of it or, on error, nothing.
 
         Parameters
@@ -798,6 +806,12 @@ class Store:
             The acks this batch moves (``publisher_acks`` reads them back): saved in the
             same transaction, so an ack is on disk exactly when what it confirms is, and a
             restarted gateway continues each publisher's contiguous run.
+        ack_seqs : {"dev" | "hub": {publisher id: int64[k]}}, optional
+            Instead of ``publisher_acks``, when several gateways share the database
+            (``pmpgw run --shared``): the sequence numbers this batch committed (stored,
+            duplicate or quarantined) of each publisher. The acks are advanced here, from
+            what every gateway committed (``_advance_acks``); ``CommitResult.acks`` says
+            which to publish.
 
         Raises
         ------
@@ -837,10 +851,37 @@ class Store:
             conn.executemany(SET_KV, ((f"{ACK_KEY_PREFIX}{route}.{publisher}", seq)
                                       for route, acks in (publisher_acks or {}).items()
                                       for publisher, seq in acks.items()))
+            acks_out = self._advance_acks(conn, ack_seqs) if ack_seqs else {}
             alerts_out = [self._alert_json(conn, alert_id) for alert_id, notify in notify_ids.items() if notify]
         return CommitResult(stored=stored, duplicate=duplicate, quarantined=quarantined, reason=reason,
                             reading_ids=reading_ids, alerts=alerts_out,
-                            alerts_updated=len(notify_ids) - len(alerts_out))
+                            alerts_updated=len(notify_ids) - len(alerts_out), acks=acks_out)
+
+    @staticmethod
+    def _advance_acks(conn: sqlite3.Connection, ack_seqs: Mapping[str, Mapping[str, np.ndarray]]
+                      ) -> dict[str, dict[str, int]]:
+        """Advance the ack of each publisher of ``ack_seqs`` over the contiguous run of the
+        sequence numbers committed by every gateway sharing the database (``ack_seqs``
+        table, migration 5); the acks to publish (``CommitResult.acks``). Inside the
+        batch's write transaction: each publisher's ack row is locked first (``LOCK_ACK``),
+        so two gateways advancing one publisher take turns and the second sees the first's
+        seqs. A publisher without an ack starts its run at its lowest seq in this batch, as
+        ``gateway.acks.ContiguousAcks`` does."""
+        seqs = {f"{ACK_KEY_PREFIX}{route}.{publisher}": np.unique(np.asarray(values, dtype=np.int64))
+                for route, publishers in ack_seqs.items() for publisher, values in publishers.items()
+                if len(values)}
+        keys = sorted(seqs)
+        conn.executemany(LOCK_ACK, [(key, int(seqs[key][0]) - 1) for key in keys])
+        conn.executemany(INSERT_ACK_SEQ, [(key, seq) for key in keys for seq in seqs[key].tolist()])
+        advanced = conn.execute(ADVANCE_ACKS, (json.dumps(keys),)).fetchall()
+        conn.executemany(SET_KV, [(key, now) for key, before, now in advanced if now != before])
+        conn.executemany(DELETE_ACK_SEQS, [(key, now) for key, _, now in advanced])
+        out: dict[str, dict[str, int]] = {}
+        for key, before, now in advanced:
+            if now != before or seqs[key][0] <= now:  # moved, or a re-send of what is acked: say it again
+                route, publisher = key[len(ACK_KEY_PREFIX):].split(".", 1)
+                out.setdefault(route, {})[publisher] = int(now)
+        return out
 
     def _insert_readings(self, conn: sqlite3.Connection, batch: np.ndarray, ok: np.ndarray, reason: np.ndarray,
                          reading_ids: np.ndarray, meal: np.ndarray | None, battery: np.ndarray | None) -> None:
