@@ -306,22 +306,31 @@ SET_KV = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE 
 SELECT_KV = "SELECT key, value FROM kv"
 GET_KV = "SELECT value FROM kv WHERE key = ?"
 ACK_KEY_PREFIX = "ack."
-# Shared acks (Store.commit_batch's ack_seqs), in one write transaction: LOCK_ACK each
-# touched publisher's ack row in key order (a publisher first seen starts at its lowest
-# seq in the batch - 1; on PostgreSQL the upsert locks the row, so two gateways advancing
-# one publisher take turns, and in one order: no deadlock), INSERT_ACK_SEQ the batch's
-# seqs, ADVANCE_ACKS (gaps and islands: in a run of consecutive seqs, seq - row_number is
-# constant, and the run right above the ack has the ack as that constant), then SET_KV the
-# acks that moved and DELETE_ACK_SEQS what is at or below each ack.
-LOCK_ACK = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = kv.value"
-INSERT_ACK_SEQ = "INSERT INTO ack_seqs (ack, seq) VALUES (?, ?) ON CONFLICT DO NOTHING"
-# (ack key, ack before, ack now) of each key in the JSON array (one parameter).
+# Shared acks (Store.commit_batch's ack_seqs), in one write transaction, each statement
+# taking one JSON array parameter (a batch's publishers in a few statements, whatever their
+# number):
+# - LOCK_ACKS ([[key, start], ...], in key order): a publisher first seen gets an ack row
+#   at its lowest seq in the batch - 1 (its run starts there); on PostgreSQL the rows are
+#   then locked (SELECT ... ORDER BY key FOR UPDATE, sql_pg), so two gateways advancing one
+#   publisher take turns, in one order (no deadlock), and the second sees the first's seqs;
+# - INSERT_ACK_SEQS ([[key, seq], ...]) the batch's seqs above the ack;
+# - ADVANCE_ACKS ([key, ...]): gaps and islands: in a run of consecutive seqs, seq -
+#   row_number is constant, and the run right above the ack has the ack as that constant;
+# - SET_ACKS ([[key, ack], ...]) the acks that moved, and DELETE_ACKED_SEQS ([key, ...])
+#   their seqs now at or below the ack.
+_ACK_PAIRS = "SELECT json_extract(value, '$[0]') AS k, json_extract(value, '$[1]') AS v FROM json_each(?) WHERE true"
+LOCK_ACKS = f"INSERT INTO kv (key, value) {_ACK_PAIRS} ORDER BY 1 ON CONFLICT (key) DO NOTHING"
+INSERT_ACK_SEQS = f"""INSERT INTO ack_seqs (ack, seq) SELECT k, v FROM ({_ACK_PAIRS}) AS batch
+    WHERE v > (SELECT value FROM kv WHERE kv.key = batch.k) ON CONFLICT DO NOTHING"""
+# (ack key, ack before, ack now) of each key in the JSON array.
 ADVANCE_ACKS = """SELECT key, acked, COALESCE(MAX(CASE WHEN seq - rn = acked THEN seq END), acked) FROM (
         SELECT k.key, k.value AS acked, s.seq, ROW_NUMBER() OVER (PARTITION BY k.key ORDER BY s.seq) AS rn
         FROM kv k LEFT JOIN ack_seqs s ON s.ack = k.key AND s.seq > k.value
         WHERE k.key IN (SELECT value FROM json_each(?))) AS runs
     GROUP BY key, acked"""
-DELETE_ACK_SEQS = "DELETE FROM ack_seqs WHERE ack = ? AND seq <= ?"
+SET_ACKS = f"INSERT INTO kv (key, value) {_ACK_PAIRS} ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+DELETE_ACKED_SEQS = """DELETE FROM ack_seqs WHERE ack IN (SELECT value FROM json_each(?))
+    AND seq <= (SELECT value FROM kv WHERE kv.key = ack_seqs.ack)"""
 REGISTRY_VERSION_KEY = "registry_version"
 ACCOUNTS_VERSION_KEY = "broker_accounts_version"  # bumped by every account issued or revoked
 WINDOWS_THROUGH_KEY = "windows_through_reading"

@@ -106,10 +106,11 @@ from .sql import (
     SELECT_KV,
     GET_KV,
     ACK_KEY_PREFIX,
-    LOCK_ACK,
-    INSERT_ACK_SEQ,
+    LOCK_ACKS,
+    INSERT_ACK_SEQS,
     ADVANCE_ACKS,
-    DELETE_ACK_SEQS,
+    SET_ACKS,
+    DELETE_ACKED_SEQS,
     REGISTRY_VERSION_KEY,
     ACCOUNTS_VERSION_KEY,
     WINDOWS_THROUGH_KEY,
@@ -863,7 +864,7 @@ class Store:
         """Advance the ack of each publisher of ``ack_seqs`` over the contiguous run of the
         sequence numbers committed by every gateway sharing the database (``ack_seqs``
         table, migration 5); the acks to publish (``CommitResult.acks``). Inside the
-        batch's write transaction: each publisher's ack row is locked first (``LOCK_ACK``),
+        batch's write transaction: each publisher's ack row is locked first (``LOCK_ACKS``),
         so two gateways advancing one publisher take turns and the second sees the first's
         seqs. A publisher without an ack starts its run at its lowest seq in this batch, as
         ``gateway.acks.ContiguousAcks`` does."""
@@ -871,11 +872,13 @@ class Store:
                 for route, publishers in ack_seqs.items() for publisher, values in publishers.items()
                 if len(values)}
         keys = sorted(seqs)
-        conn.executemany(LOCK_ACK, [(key, int(seqs[key][0]) - 1) for key in keys])
-        conn.executemany(INSERT_ACK_SEQ, [(key, seq) for key in keys for seq in seqs[key].tolist()])
+        conn.execute(LOCK_ACKS, (json.dumps([[key, int(seqs[key][0]) - 1] for key in keys]),))
+        conn.execute(INSERT_ACK_SEQS, (json.dumps([[key, seq] for key in keys for seq in seqs[key].tolist()]),))
         advanced = conn.execute(ADVANCE_ACKS, (json.dumps(keys),)).fetchall()
-        conn.executemany(SET_KV, [(key, now) for key, before, now in advanced if now != before])
-        conn.executemany(DELETE_ACK_SEQS, [(key, now) for key, _, now in advanced])
+        moved = [[key, now] for key, before, now in advanced if now != before]
+        if moved:
+            conn.execute(SET_ACKS, (json.dumps(moved),))
+            conn.execute(DELETE_ACKED_SEQS, (json.dumps([key for key, _ in moved]),))
         out: dict[str, dict[str, int]] = {}
         for key, before, now in advanced:
             if now != before or seqs[key][0] <= now:  # moved, or a re-send of what is acked: say it again

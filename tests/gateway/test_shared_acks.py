@@ -60,6 +60,23 @@ def test_publishers_and_routes_are_independent(two_stores):
     assert a.publisher_acks("dev") == {"x.1": 2, "y": 5} and a.publisher_acks("hub") == {"x.1": 102}
 
 
+def test_a_gateway_advancing_a_publisher_waits_for_the_other_and_sees_its_seqs(two_stores):
+    """b commits seqs of a publisher while a's transaction holds seqs of it, not committed
+    yet: b waits for a's commit (the ack row's lock), then advances over both."""
+    a, b, _ = two_stores
+    commit(a, dev={"tono-1": [0]})
+    result: list[dict] = []
+    waiter = threading.Thread(target=lambda: result.append(commit(b, dev={"tono-1": [1, 3]})))
+    with a._write() as conn:
+        assert a._advance_acks(conn, {"dev": {"tono-1": np.array([2, 4])}}) == {}  # 1 missing
+        waiter.start()
+        waiter.join(timeout=0.5)
+        assert waiter.is_alive()  # held at the lock until a commits
+    waiter.join(timeout=60)
+    assert result == [{"dev": {"tono-1": 4}}]
+    assert b.publisher_acks("dev") == {"tono-1": 4}
+
+
 def test_concurrent_gateways_reach_the_highest_seq(db):
     """Two threads, each its own connection, commit the even and the odd seqs of 8
     publishers in batches at the same time: every ack ends at the highest seq."""
