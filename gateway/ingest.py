@@ -267,9 +267,9 @@ class Ingest:
         windows, reading rules) at gateway time ``now_ms`` and commit it in ONE transaction.
         The one path of live batches and of quarantine replay (``replayed``: the quarantine
         row of each row; ``publisher_acks`` the acks the batch moves, or ``ack_seqs`` its
-        sequence numbers for the store to advance the acks; see ``Store.commit_batch``). Raises StoreError (nothing written; the core's state is
-        the store's again, reloaded now or, if the store refuses that too, before the next
-        batch)."""
+        sequence numbers for the store to advance the acks; see ``Store.commit_batch``).
+        Raises StoreError (nothing written; the core's state is the store's again, reloaded
+        now or, if the store refuses that too, before the next batch)."""
         if self._core_stale:
             self._load_core_state()
         batch = decoded.batch

@@ -872,6 +872,8 @@ class Store:
                 for route, publishers in ack_seqs.items() for publisher, values in publishers.items()
                 if len(values)}
         keys = sorted(seqs)
+        if not keys:
+            return {}
         conn.execute(LOCK_ACKS, (json.dumps([[key, int(seqs[key][0]) - 1] for key in keys]),))
         conn.execute(INSERT_ACK_SEQS, (json.dumps([[key, seq] for key in keys for seq in seqs[key].tolist()]),))
         advanced = conn.execute(ADVANCE_ACKS, (json.dumps(keys),)).fetchall()
