@@ -31,6 +31,7 @@ MODULES = [
     "bench.faults_flood",
     "bench.faults_disk_full",
     "bench.faults_shared_store",
+    "bench.store_shared_acks",
     "bench.soak",
     "bench.report_protocol",
     "bench.report_coverage",

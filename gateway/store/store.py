@@ -55,6 +55,7 @@ from core.window_layout import N_ACC, N_METRICS, RING_DAYS, empty_slots
 
 from .. import broker_accounts
 from ..clock import format_ms
+from ..acks import ContiguousAcks
 from ..escalation import ESCALATED_SEVERITY, ESCALATED_STATE, Pending, escalations_due
 from .url import is_url
 from .sql import (
@@ -106,10 +107,11 @@ from .sql import (
     SELECT_KV,
     GET_KV,
     ACK_KEY_PREFIX,
+    NEW_ACKS,
     LOCK_ACKS,
-    INSERT_ACK_SEQS,
-    ADVANCE_ACKS,
+    SELECT_ACK_SEQS,
     SET_ACKS,
+    INSERT_ACK_SEQS,
     DELETE_ACKED_SEQS,
     REGISTRY_VERSION_KEY,
     ACCOUNTS_VERSION_KEY,
@@ -862,30 +864,47 @@ class Store:
     def _advance_acks(conn: sqlite3.Connection, ack_seqs: Mapping[str, Mapping[str, np.ndarray]]
                       ) -> dict[str, dict[str, int]]:
         """Advance the ack of each publisher of ``ack_seqs`` over the contiguous run of the
-        sequence numbers committed by every gateway sharing the database (``ack_seqs``
-        table, migration 5); the acks to publish (``CommitResult.acks``). Inside the
-        batch's write transaction: each publisher's ack row is locked first (``LOCK_ACKS``),
-        so two gateways advancing one publisher take turns and the second sees the first's
-        seqs. A publisher without an ack starts its run at its lowest seq in this batch, as
-        ``gateway.acks.ContiguousAcks`` does."""
-        seqs = {f"{ACK_KEY_PREFIX}{route}.{publisher}": np.unique(np.asarray(values, dtype=np.int64))
+        sequence numbers committed by every gateway sharing the database (the ack in kv, the
+        seqs held above it by a gap in ``ack_seqs``, migration 5); the acks to publish
+        (``CommitResult.acks``). Inside the batch's write transaction, the publishers' ack
+        rows locked first (``LOCK_ACKS``): two gateways advancing one publisher take turns
+        and the second sees the first's seqs. A publisher without an ack starts its run at
+        its lowest seq in this batch, as ``gateway.acks.ContiguousAcks`` does in memory."""
+        seqs = {f"{ACK_KEY_PREFIX}{route}.{publisher}": sorted(set(np.asarray(values).tolist()))
                 for route, publishers in ack_seqs.items() for publisher, values in publishers.items()
                 if len(values)}
         keys = sorted(seqs)
         if not keys:
             return {}
-        conn.execute(LOCK_ACKS, (json.dumps([[key, int(seqs[key][0]) - 1] for key in keys]),))
-        conn.execute(INSERT_ACK_SEQS, (json.dumps([[key, seq] for key in keys for seq in seqs[key].tolist()]),))
-        advanced = conn.execute(ADVANCE_ACKS, (json.dumps(keys),)).fetchall()
-        moved = [[key, now] for key, before, now in advanced if now != before]
+        conn.execute(NEW_ACKS, (json.dumps([[key, seqs[key][0] - 1] for key in keys]),))
+        before = dict(conn.execute(LOCK_ACKS, (json.dumps(keys),)).fetchall())
+        held: dict[str, list[int]] = {}
+        for key, seq in conn.execute(SELECT_ACK_SEQS, (json.dumps(keys),)).fetchall():
+            held.setdefault(key, []).append(seq)
+        gapped = ContiguousAcks(before)
+        moved, above, out = [], [], {}
+        for key in keys:
+            batch, acked = seqs[key], before[key]
+            fresh = [seq for seq in batch if seq > acked]
+            if key not in held and fresh and fresh[-1] - acked == len(fresh):
+                now = fresh[-1]  # the common case: one run right after the ack, nothing held
+            else:
+                gapped.commit(key, held.get(key, []) + fresh)
+                now = gapped.acked(key)
+                kept = set(held.get(key, ()))
+                above += [[key, seq] for seq in gapped.above(key) if seq not in kept]
+            if now != acked:
+                moved.append([key, now])
+            if now != acked or batch[0] <= now:  # moved, or a re-send of what is acked: say it again
+                route, publisher = key[len(ACK_KEY_PREFIX):].split(".", 1)
+                out.setdefault(route, {})[publisher] = now
         if moved:
             conn.execute(SET_ACKS, (json.dumps(moved),))
-            conn.execute(DELETE_ACKED_SEQS, (json.dumps([key for key, _ in moved]),))
-        out: dict[str, dict[str, int]] = {}
-        for key, before, now in advanced:
-            if now != before or seqs[key][0] <= now:  # moved, or a re-send of what is acked: say it again
-                route, publisher = key[len(ACK_KEY_PREFIX):].split(".", 1)
-                out.setdefault(route, {})[publisher] = int(now)
+        if above:
+            conn.execute(INSERT_ACK_SEQS, (json.dumps(above),))
+        released = [key for key, now in moved if min(held.get(key, [now + 1])) <= now]
+        if released:
+            conn.execute(DELETE_ACKED_SEQS, (json.dumps(released),))
         return out
 
     def _insert_readings(self, conn: sqlite3.Connection, batch: np.ndarray, ok: np.ndarray, reason: np.ndarray,
