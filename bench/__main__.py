@@ -32,6 +32,7 @@ MODULES = [
     "bench.faults_disk_full",
     "bench.faults_shared_store",
     "bench.scale_gateways",
+    "bench.store_shared_acks",
     "bench.soak",
     "bench.report_protocol",
     "bench.report_coverage",

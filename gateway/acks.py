@@ -76,3 +76,7 @@ class ContiguousAcks:
     def acked(self, publisher: str) -> int | None:
         """The last ack of ``publisher`` (None before its first commit)."""
         return self._acked.get(publisher)
+
+    def above(self, publisher: str) -> list[int]:
+        """The sequence numbers of ``publisher`` committed above its ack (held by a gap), ascending."""
+        return sorted(self._above.get(publisher, ()))

@@ -86,11 +86,17 @@ class Ingest:
     of two; ``core.dedup_keys.MAX_CAPACITY`` = 256 MiB by default). Records measured before
     the table's horizon (keys evicted to stay within it, or older than DEDUP_HORIZON_MS)
     are looked up in the store, one query a batch, so DUPLICATE and CONFLICT stay exact.
+
+    ``shared``: this gateway shares the database with others in a shared subscription group
+    (``pmpgw run --shared``), each receiving part of each publisher's sequence: the device
+    and hub acks are advanced by the store, in each batch's transaction, over what every
+    gateway committed (``Store.commit_batch``'s ``ack_seqs``), instead of in memory.
     """
 
     def __init__(self, store: Store, *, impl=core.implementation, flood: FloodSettings = FloodSettings(),
-                 dedup_max_capacity: int = MAX_CAPACITY) -> None:
+                 dedup_max_capacity: int = MAX_CAPACITY, shared: bool = False) -> None:
         self.store = store
+        self.shared = shared
         self._registry_version = store.registry_version()
         self.devices = DeviceIndex(store.device_index())
         self.kinds = store.device_kinds()  # id -> registry kind: which route each may publish on
@@ -206,11 +212,17 @@ class Ingest:
         inbound = [Inbound(m.topic, m.payload, m.rx_ms) for m in messages]
         decoded = self.decode(inbound)
         routes = [parse_topic(m.topic) for m in messages]
-        with self.device_acks.tentative(), self.hub_acks.tentative():
-            moved, acks = self._acks(routes, decoded.batch, decoded.message, decoded.hseq)
-            result = self.commit(decoded, inbound, now_ms, publisher_acks=moved)
+        seqs = _publisher_seqs(routes, decoded.batch, decoded.message, decoded.hseq)
+        if self.shared:
+            result = self.commit(decoded, inbound, now_ms, ack_seqs=_by_route(seqs))
+            acks = [(hub, publisher, acked) for (hub, publisher), _ in seqs
+                    if (acked := result.acks.get("hub" if hub else "dev", {}).get(publisher)) is not None]
+        else:
+            with self.device_acks.tentative(), self.hub_acks.tentative():
+                moved, acks = self._acks(seqs)
+                result = self.commit(decoded, inbound, now_ms, publisher_acks=moved)
         self._count_publishers(routes, decoded.message, now_ms)
-        return Outcome(result, alert_publications(result.alerts) + acks)
+        return Outcome(result, alert_publications(result.alerts) + [_ack_publication(*ack) for ack in acks])
 
     def _count_publishers(self, routes: list[tuple[Route, str] | None], message: np.ndarray, now_ms: int) -> None:
         """Count a committed batch's messages and rows per publisher (``gateway.flood``) and
@@ -249,15 +261,15 @@ class Ingest:
         return decoded
 
     def commit(self, decoded: Decoded, messages: list[Inbound], now_ms: int, *,
-               replayed: np.ndarray | None = None,
-               publisher_acks: dict[str, dict[str, int]] | None = None) -> CommitResult:
+               replayed: np.ndarray | None = None, publisher_acks: dict[str, dict[str, int]] | None = None,
+               ack_seqs: dict[str, dict[str, np.ndarray]] | None = None) -> CommitResult:
         """Run the core on ``decoded`` (the rows of ``messages``: validate, bind, dedup,
         windows, reading rules) at gateway time ``now_ms`` and commit it in ONE transaction.
         The one path of live batches and of quarantine replay (``replayed``: the quarantine
-        row of each row; ``publisher_acks`` the acks the batch moves; see
-        ``Store.commit_batch``). Raises StoreError (nothing written; the core's state is
-        the store's again, reloaded now or, if the store refuses that too, before the next
-        batch)."""
+        row of each row; ``publisher_acks`` the acks the batch moves, or ``ack_seqs`` its
+        sequence numbers for the store to advance the acks; see ``Store.commit_batch``).
+        Raises StoreError (nothing written; the core's state is the store's again, reloaded
+        now or, if the store refuses that too, before the next batch)."""
         if self._core_stale:
             self._load_core_state()
         batch = decoded.batch
@@ -273,7 +285,7 @@ class Ingest:
                 batch, now_ms=now_ms, payloads=[m.payload for m in messages], message=decoded.message,
                 element=decoded.element, topics=[m.topic for m in messages], details=details, meal=decoded.meal,
                 battery=decoded.battery, alerts=[_alert_in(batch, a) for a in reading_alerts], replayed=replayed,
-                publisher_acks=publisher_acks)
+                publisher_acks=publisher_acks, ack_seqs=ack_seqs)
         except StoreError:
             # The core took the batch into its dedup table and windows, the store did not
             # (or the store refused the dedup lookup midway): forget it, or the retry would
@@ -330,30 +342,18 @@ class Ingest:
         batch["device"][moved] = remap[batch["device"][moved]]
         self.refresh_registry()
 
-    def _acks(self, routes: list[tuple[Route, str] | None], batch: np.ndarray, message: np.ndarray,
-              hseq: np.ndarray) -> tuple[dict[str, dict[str, int]], list[tuple[str, bytes]]]:
-        """Take the batch's sequence numbers into the contiguous acks (call it inside their
-        ``tentative`` with the commit): the acks that moved (``{"dev" | "hub": {publisher:
-        seq}}``, for the store) and the ack publications, also of publishers whose re-sent
-        readings are acked already (``routes``: ``parse_topic`` of each message's topic)."""
-        publishers = list(dict.fromkeys(route for route in routes if route is not None))
-        code_of = {route: code for code, route in enumerate(publishers)}
-        message_code = np.array([code_of.get(route, -1) for route in routes], dtype=np.int64)
-        row_code = message_code[message]
-        is_gatt = np.array([route is not None and route[0] is Route.GATT for route in routes], dtype=bool)[message]
-        device_rows = ~is_gatt & ((batch["flags"] & Flag.HAS_SEQ) != 0) & (batch["kind"] != Kind.GLU_CONTEXT)
-        hub_rows = is_gatt & (hseq >= 0)
-        seq_of_row = np.where(is_gatt, hseq, batch["seq"].astype(np.int64))
-        rows = np.flatnonzero((device_rows | hub_rows) & (row_code >= 0))
-        order = rows[np.argsort(row_code[rows], kind="stable")]
-        codes, starts = np.unique(row_code[order], return_index=True)
+    def _acks(self, seqs: list[tuple[tuple[bool, str], np.ndarray]]
+              ) -> tuple[dict[str, dict[str, int]], list[tuple[bool, str, int]]]:
+        """Take the batch's sequence numbers (``_publisher_seqs``) into the in-memory
+        contiguous acks (call it inside their ``tentative`` with the commit): the acks that
+        moved (``{"dev" | "hub": {publisher: seq}}``, for the store) and the acks to publish
+        (``(hub, publisher, seq)``), also of publishers whose re-sent readings are acked
+        already."""
         out = []
         moved: dict[str, dict[str, int]] = {"dev": {}, "hub": {}}
-        for code, group in zip(codes.tolist(), np.split(order, starts[1:])):
-            route, publisher = publishers[code]
-            hub = route is Route.GATT
+        for (hub, publisher), publisher_seqs in seqs:
             acks = self.hub_acks if hub else self.device_acks
-            acked = acks.commit(publisher, seq_of_row[group])
+            acked = acks.commit(publisher, publisher_seqs)
             if acked is not None:
                 moved["hub" if hub else "dev"][publisher] = acked
             else:
@@ -361,11 +361,45 @@ class Ingest:
                 # offline, or the gateway died between commit and publish) and keeps
                 # re-sending until it hears one, so say the current ack again.
                 acked = acks.acked(publisher)
-                if acked is None or not (seq_of_row[group] <= acked).any():
+                if acked is None or not (publisher_seqs <= acked).any():
                     continue
-            out.append((hub_ack_topic(publisher), json.dumps({"hseq": acked}).encode()) if hub else
-                       (device_ack_topic(publisher), json.dumps({"seq": acked}).encode()))
+            out.append((hub, publisher, acked))
         return moved, out
+
+
+def _publisher_seqs(routes: list[tuple[Route, str] | None], batch: np.ndarray, message: np.ndarray,
+                    hseq: np.ndarray) -> list[tuple[tuple[bool, str], np.ndarray]]:
+    """The sequence numbers a batch commits of each publisher, in the order publishers first
+    appear: ``((hub, publisher id), int64[k])``, a device's reading ``seq``s (not glucose
+    context records) or a hub's message ``hseq``s, whatever the row's outcome (stored,
+    duplicate or quarantined). ``routes``: ``parse_topic`` of each message's topic."""
+    publishers = list(dict.fromkeys(route for route in routes if route is not None))
+    code_of = {route: code for code, route in enumerate(publishers)}
+    message_code = np.array([code_of.get(route, -1) for route in routes], dtype=np.int64)
+    row_code = message_code[message]
+    is_gatt = np.array([route is not None and route[0] is Route.GATT for route in routes], dtype=bool)[message]
+    device_rows = ~is_gatt & ((batch["flags"] & Flag.HAS_SEQ) != 0) & (batch["kind"] != Kind.GLU_CONTEXT)
+    hub_rows = is_gatt & (hseq >= 0)
+    seq_of_row = np.where(is_gatt, hseq, batch["seq"].astype(np.int64))
+    rows = np.flatnonzero((device_rows | hub_rows) & (row_code >= 0))
+    order = rows[np.argsort(row_code[rows], kind="stable")]
+    codes, starts = np.unique(row_code[order], return_index=True)
+    return [((publishers[code][0] is Route.GATT, publishers[code][1]), seq_of_row[group])
+            for code, group in zip(codes.tolist(), np.split(order, starts[1:]))]
+
+
+def _by_route(seqs: list[tuple[tuple[bool, str], np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
+    """``_publisher_seqs`` as ``Store.commit_batch``'s ``ack_seqs``: ``{"dev" | "hub": {publisher: seqs}}``."""
+    out: dict[str, dict[str, np.ndarray]] = {"dev": {}, "hub": {}}
+    for (hub, publisher), publisher_seqs in seqs:
+        out["hub" if hub else "dev"][publisher] = publisher_seqs
+    return out
+
+
+def _ack_publication(hub: bool, publisher: str, acked: int) -> tuple[str, bytes]:
+    """The ack message of DESIGN.md: ``pmp/v1/hub/{id}/ack {"hseq": N}`` or ``pmp/v1/dev/{id}/ack {"seq": N}``."""
+    return ((hub_ack_topic(publisher), json.dumps({"hseq": acked}).encode()) if hub else
+            (device_ack_topic(publisher), json.dumps({"seq": acked}).encode()))
 
 
 def _alert_in(batch: np.ndarray, alert: np.void) -> AlertIn:

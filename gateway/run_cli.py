@@ -110,7 +110,8 @@ def _run_gateway(args: argparse.Namespace) -> int:
                                          state_topic=f"pmp/v1/gateway/{args.gw_id}/state",
                                          subscriptions=shared(SUBSCRIPTIONS) if args.shared else SUBSCRIPTIONS,
                                          username=username if password is not None else None, password=password))
-            gateway = Gateway(store, link, ServiceSettings(gw_id=args.gw_id, dedup_max_capacity=args.dedup_slots))
+            gateway = Gateway(store, link, ServiceSettings(gw_id=args.gw_id, dedup_max_capacity=args.dedup_slots,
+                                                            shared=args.shared))
             keep_accounts = None if broker is None else functools.partial(_keep_accounts, args.db, broker, own)
             trio.run(_serve, gateway, args.for_s, keep_accounts)
             print_json(gateway.stats("down"))

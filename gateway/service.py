@@ -65,7 +65,9 @@ class ServiceSettings:
     next batch while this one commits (a batch of the whole window would leave the broker
     nothing to send until its acks go out). Stats go out every ``stats_interval_s`` seconds.
     ``flood``: when a publisher counts as flooding (``gateway.flood``; reported, never refused).
-    ``dedup_max_capacity``: the core's dedup table's bound, slots of 32 bytes (``Ingest``)."""
+    ``dedup_max_capacity``: the core's dedup table's bound, slots of 32 bytes (``Ingest``).
+    ``shared``: in a shared subscription group with other gateways on one database
+    (``pmpgw run --shared``): acks advanced by the store over what every gateway committed (``Ingest``)."""
 
     gw_id: str = "gw1"
     batch_max: int = 500
@@ -79,6 +81,7 @@ class ServiceSettings:
     sweep_interval_s: float = 60.0  # how often the MISSED and DEVICE sweeps run (gateway.sweeps)
     flood: FloodSettings = FloodSettings()
     dedup_max_capacity: int = MAX_CAPACITY
+    shared: bool = False
 
 
 class Gateway:
@@ -113,7 +116,8 @@ class Gateway:
         """Restore state from the store, connect, and serve until ``drain``."""
         ingest = await trio.to_thread.run_sync(
             functools.partial(Ingest, self.store, flood=self.settings.flood,
-                              dedup_max_capacity=self.settings.dedup_max_capacity), limiter=self._writer)
+                              dedup_max_capacity=self.settings.dedup_max_capacity, shared=self.settings.shared),
+            limiter=self._writer)
         self._ingest = ingest
         tune_gc()
         async with trio.open_nursery() as nursery:

@@ -206,6 +206,15 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             name TEXT PRIMARY KEY,                     -- user name pmpgw-dash-{name}
             password_hash TEXT NOT NULL, issued INTEGER NOT NULL)""",
     )),
+    # Acks of gateways sharing a database (``pmpgw run --shared``, each message to one of
+    # them): the sequence numbers committed above a publisher's ack, by whichever gateway,
+    # until the contiguous run reaches them (Store._advance_acks); the ack itself is the kv row.
+    (5, "sequence numbers committed above each publisher's ack", (
+        """CREATE TABLE ack_seqs (
+            ack TEXT NOT NULL,                         -- the publisher's ack key in kv: ack.dev.{id}, ack.hub.{id}
+            seq INTEGER NOT NULL,                      -- a committed seq (device) or hseq (hub) above the ack
+            PRIMARY KEY (ack, seq)) WITHOUT ROWID""",
+    )),
 )
 
 # Measured with bench/store_insert_ceiling.py: a batch dirties about one leaf page per
@@ -297,6 +306,27 @@ SET_KV = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE 
 SELECT_KV = "SELECT key, value FROM kv"
 GET_KV = "SELECT value FROM kv WHERE key = ?"
 ACK_KEY_PREFIX = "ack."
+# Shared acks (Store.commit_batch's ack_seqs), in one write transaction, each statement
+# taking one JSON array parameter (a batch's publishers in a few statements, whatever their
+# number):
+# - NEW_ACKS ([[key, start], ...], in key order): a publisher first seen gets an ack row at
+#   its lowest seq in the batch - 1 (its run starts there);
+# - LOCK_ACKS ([key, ...]) reads the acks; on PostgreSQL it locks their rows (ORDER BY key
+#   FOR UPDATE, sql_pg), so two gateways advancing one publisher take turns, in one order
+#   (no deadlock), and the second sees the first's seqs;
+# - SELECT_ACK_SEQS ([key, ...]) the seqs committed above those acks (held by a gap);
+# - the store advances each ack over the contiguous run (``gateway.acks.ContiguousAcks``),
+#   then SET_ACKS ([[key, ack], ...]) those that moved, INSERT_ACK_SEQS ([[key, seq], ...])
+#   the batch's seqs still above a gap, and DELETE_ACKED_SEQS ([key, ...]) the held seqs
+#   now at or below the ack. In the common case (no gap) only the acks are written.
+_ACK_PAIRS = "SELECT json_extract(value, '$[0]') AS k, json_extract(value, '$[1]') AS v FROM json_each(?) WHERE true"
+NEW_ACKS = f"INSERT INTO kv (key, value) {_ACK_PAIRS} ORDER BY 1 ON CONFLICT (key) DO NOTHING"
+LOCK_ACKS = "SELECT key, value FROM kv WHERE key IN (SELECT value FROM json_each(?))"
+SELECT_ACK_SEQS = "SELECT ack, seq FROM ack_seqs WHERE ack IN (SELECT value FROM json_each(?))"
+SET_ACKS = f"INSERT INTO kv (key, value) {_ACK_PAIRS} ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+INSERT_ACK_SEQS = f"INSERT INTO ack_seqs (ack, seq) {_ACK_PAIRS} ON CONFLICT DO NOTHING"
+DELETE_ACKED_SEQS = """DELETE FROM ack_seqs WHERE ack IN (SELECT value FROM json_each(?))
+    AND seq <= (SELECT value FROM kv WHERE kv.key = ack_seqs.ack)"""
 REGISTRY_VERSION_KEY = "registry_version"
 ACCOUNTS_VERSION_KEY = "broker_accounts_version"  # bumped by every account issued or revoked
 WINDOWS_THROUGH_KEY = "windows_through_reading"

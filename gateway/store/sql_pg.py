@@ -113,6 +113,9 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             device BIGINT PRIMARY KEY REFERENCES devices (idx), password_hash TEXT NOT NULL, issued BIGINT NOT NULL)""",
         """CREATE TABLE dashboard_accounts (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, issued BIGINT NOT NULL)""",
     )),
+    (5, sql.MIGRATIONS[4][1], (
+        """CREATE TABLE ack_seqs (ack TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (ack, seq))""",
+    )),
 )
 assert [m[0] for m in MIGRATIONS] == [m[0] for m in sql.MIGRATIONS], "a migration without its PostgreSQL DDL"
 
@@ -132,6 +135,9 @@ MIGRATIONS_LOCK = f"SELECT pg_advisory_lock({REGISTRY_LOCK_KEY + 1})"  # session
 MIGRATIONS_UNLOCK = f"SELECT pg_advisory_unlock({REGISTRY_LOCK_KEY + 1})"
 
 _IDS_AMONG = "(SELECT json_array_elements_text(CAST(? AS json)))"
+# sql._ACK_PAIRS: the [text, integer] pairs of a JSON array parameter.
+_ACK_PAIRS = ("SELECT p.value ->> 0 AS k, CAST(p.value ->> 1 AS bigint) AS v "
+              "FROM json_array_elements(CAST(? AS json)) AS p (value)")
 
 # SQLite statement -> PostgreSQL statement(s): a tuple runs each with the same parameters and
 # returns the last one's rows.
@@ -143,6 +149,12 @@ OVERRIDES: dict[str, str | tuple[str, ...]] = {
     sql.PATIENT_IDS_AMONG: (LOCK_REGISTRY, f"SELECT id FROM patients WHERE id IN {_IDS_AMONG}"),
     sql.DEVICES_AMONG: (LOCK_REGISTRY, f"SELECT id, idx, kind, retired FROM devices WHERE id IN {_IDS_AMONG}"),
     sql.INSERT_STAFF: (LOCK_REGISTRY, sql.INSERT_STAFF),
+    sql.NEW_ACKS: sql.NEW_ACKS.replace(sql._ACK_PAIRS, _ACK_PAIRS),
+    sql.LOCK_ACKS: f"SELECT key, value FROM kv WHERE key IN {_IDS_AMONG} ORDER BY key FOR UPDATE",
+    sql.SELECT_ACK_SEQS: f"SELECT ack, seq FROM ack_seqs WHERE ack IN {_IDS_AMONG}",
+    sql.SET_ACKS: sql.SET_ACKS.replace(sql._ACK_PAIRS, _ACK_PAIRS),
+    sql.INSERT_ACK_SEQS: sql.INSERT_ACK_SEQS.replace(sql._ACK_PAIRS, _ACK_PAIRS),
+    sql.DELETE_ACKED_SEQS: sql.DELETE_ACKED_SEQS.replace("SELECT value FROM json_each(?)", _IDS_AMONG[1:-1]),
     sql.STAFF_IDS_AMONG: f"SELECT id FROM staff WHERE id IN {_IDS_AMONG}",
     sql.PATIENT_IDX_AMONG: f"SELECT id, idx FROM patients WHERE id IN {_IDS_AMONG}",
     sql.BINDINGS_OF_DEVICES: """SELECT b.device, b.user_slot, b.valid_from, b.valid_to, p.id FROM bindings b

@@ -55,6 +55,7 @@ from core.window_layout import N_ACC, N_METRICS, RING_DAYS, empty_slots
 
 from .. import broker_accounts
 from ..clock import format_ms
+from ..acks import ContiguousAcks
 from ..escalation import ESCALATED_SEVERITY, ESCALATED_STATE, Pending, escalations_due
 from .url import is_url
 from .sql import (
@@ -106,6 +107,12 @@ from .sql import (
     SELECT_KV,
     GET_KV,
     ACK_KEY_PREFIX,
+    NEW_ACKS,
+    LOCK_ACKS,
+    SELECT_ACK_SEQS,
+    SET_ACKS,
+    INSERT_ACK_SEQS,
+    DELETE_ACKED_SEQS,
     REGISTRY_VERSION_KEY,
     ACCOUNTS_VERSION_KEY,
     WINDOWS_THROUGH_KEY,
@@ -393,7 +400,9 @@ class CommitResult:
     ``reading_ids`` int64[n]: the stored reading of each row (new, or the identical one the
     store held), -1 otherwise; ``alerts``: alert JSON (DESIGN.md) of each alert raised or
     re-notified, to publish; ``alerts_updated``: alerts only updated within their cooldown
-    (not to publish).
+    (not to publish); ``acks``: with ``commit_batch``'s ``ack_seqs``, the ack to publish of
+    each publisher (``{"dev" | "hub": {publisher id: seq}}``: those whose ack moved, and
+    those whose batch seqs were all acked already, which hear their current ack again).
     """
 
     stored: int
@@ -403,6 +412,7 @@ class CommitResult:
     reading_ids: np.ndarray
     alerts: list[dict]
     alerts_updated: int
+    acks: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
 
 class PatientIn(TypedDict):
@@ -762,7 +772,8 @@ class Store:
                      meal: np.ndarray | None = None, battery: np.ndarray | None = None,
                      alerts: Sequence[AlertIn] = (), windows: Mapping[str, np.ndarray] | None = None,
                      replayed: np.ndarray | None = None,
-                     publisher_acks: Mapping[str, Mapping[str, int]] | None = None) -> CommitResult:
+                     publisher_acks: Mapping[str, Mapping[str, int]] | None = None,
+                     ack_seqs: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> CommitResult:
         """Store one processed batch in ONE transaction; all of it or, on error, nothing.
 
         Parameters
@@ -798,6 +809,12 @@ class Store:
             The acks this batch moves (``publisher_acks`` reads them back): saved in the
             same transaction, so an ack is on disk exactly when what it confirms is, and a
             restarted gateway continues each publisher's contiguous run.
+        ack_seqs : {"dev" | "hub": {publisher id: int64[k]}}, optional
+            Instead of ``publisher_acks``, when several gateways share the database
+            (``pmpgw run --shared``): the sequence numbers this batch committed (stored,
+            duplicate or quarantined) of each publisher. The acks are advanced here, from
+            what every gateway committed (``_advance_acks``); ``CommitResult.acks`` says
+            which to publish.
 
         Raises
         ------
@@ -837,10 +854,58 @@ class Store:
             conn.executemany(SET_KV, ((f"{ACK_KEY_PREFIX}{route}.{publisher}", seq)
                                       for route, acks in (publisher_acks or {}).items()
                                       for publisher, seq in acks.items()))
+            acks_out = self._advance_acks(conn, ack_seqs) if ack_seqs else {}
             alerts_out = [self._alert_json(conn, alert_id) for alert_id, notify in notify_ids.items() if notify]
         return CommitResult(stored=stored, duplicate=duplicate, quarantined=quarantined, reason=reason,
                             reading_ids=reading_ids, alerts=alerts_out,
-                            alerts_updated=len(notify_ids) - len(alerts_out))
+                            alerts_updated=len(notify_ids) - len(alerts_out), acks=acks_out)
+
+    @staticmethod
+    def _advance_acks(conn: sqlite3.Connection, ack_seqs: Mapping[str, Mapping[str, np.ndarray]]
+                      ) -> dict[str, dict[str, int]]:
+        """Advance the ack of each publisher of ``ack_seqs`` over the contiguous run of the
+        sequence numbers committed by every gateway sharing the database (the ack in kv, the
+        seqs held above it by a gap in ``ack_seqs``, migration 5); the acks to publish
+        (``CommitResult.acks``). Inside the batch's write transaction, the publishers' ack
+        rows locked first (``LOCK_ACKS``): two gateways advancing one publisher take turns
+        and the second sees the first's seqs. A publisher without an ack starts its run at
+        its lowest seq in this batch, as ``gateway.acks.ContiguousAcks`` does in memory."""
+        seqs = {f"{ACK_KEY_PREFIX}{route}.{publisher}": sorted(set(np.asarray(values).tolist()))
+                for route, publishers in ack_seqs.items() for publisher, values in publishers.items()
+                if len(values)}
+        keys = sorted(seqs)
+        if not keys:
+            return {}
+        conn.execute(NEW_ACKS, (json.dumps([[key, seqs[key][0] - 1] for key in keys]),))
+        before = dict(conn.execute(LOCK_ACKS, (json.dumps(keys),)).fetchall())
+        held: dict[str, list[int]] = {}
+        for key, seq in conn.execute(SELECT_ACK_SEQS, (json.dumps(keys),)).fetchall():
+            held.setdefault(key, []).append(seq)
+        gapped = ContiguousAcks(before)
+        moved, above, out = [], [], {}
+        for key in keys:
+            batch, acked = seqs[key], before[key]
+            fresh = [seq for seq in batch if seq > acked]
+            if key not in held and fresh and fresh[-1] - acked == len(fresh):
+                now = fresh[-1]  # the common case: one run right after the ack, nothing held
+            else:
+                gapped.commit(key, held.get(key, []) + fresh)
+                now = gapped.acked(key)
+                kept = set(held.get(key, ()))
+                above += [[key, seq] for seq in gapped.above(key) if seq not in kept]
+            if now != acked:
+                moved.append([key, now])
+            if now != acked or batch[0] <= now:  # moved, or a re-send of what is acked: say it again
+                route, publisher = key[len(ACK_KEY_PREFIX):].split(".", 1)
+                out.setdefault(route, {})[publisher] = now
+        if moved:
+            conn.execute(SET_ACKS, (json.dumps(moved),))
+        if above:
+            conn.execute(INSERT_ACK_SEQS, (json.dumps(above),))
+        released = [key for key, now in moved if min(held.get(key, [now + 1])) <= now]
+        if released:
+            conn.execute(DELETE_ACKED_SEQS, (json.dumps(released),))
+        return out
 
     def _insert_readings(self, conn: sqlite3.Connection, batch: np.ndarray, ok: np.ndarray, reason: np.ndarray,
                          reading_ids: np.ndarray, meal: np.ndarray | None, battery: np.ndarray | None) -> None:

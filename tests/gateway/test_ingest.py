@@ -33,9 +33,10 @@ def week_of_high_bp(days=7, per_day=4):
              "sys": 150, "dia": 95} for d in range(days) for k in range(per_day)]
 
 
-def test_publications_are_alerts_then_contiguous_acks(store):
-    outcome = Ingest(store).process([received([{"seq": 0, "t": NOW - 1000, "type": "bp", "sys": 190, "dia": 100}])],
-                                    NOW)
+@pytest.mark.parametrize("shared", [False, True], ids=["one-gateway", "shared"])
+def test_publications_are_alerts_then_contiguous_acks(store, shared):
+    outcome = Ingest(store, shared=shared).process(
+        [received([{"seq": 0, "t": NOW - 1000, "type": "bp", "sys": 190, "dia": 100}])], NOW)
     topics = [t for t, _ in outcome.publications]
     assert topics == ["pmp/v1/alert/P1", "pmp/v1/dev/tono-1/ack"]
     assert outcome.result.stored == 1
@@ -61,10 +62,11 @@ def test_window_state_survives_a_restart(store):
     assert np.array_equal(restarted.pipeline.windows.arrays()["acc"], first.pipeline.windows.arrays()["acc"])
 
 
-def test_acks_continue_across_a_restart(store):
-    Ingest(store).process([received([{"seq": s, "t": NOW - 1000 - s, "type": "bp", "sys": 120, "dia": 80}
-                                     for s in (0, 1, 2)])], NOW)
-    restarted = Ingest(store)
+@pytest.mark.parametrize("shared", [False, True], ids=["one-gateway", "shared"])
+def test_acks_continue_across_a_restart(store, shared):
+    Ingest(store, shared=shared).process(
+        [received([{"seq": s, "t": NOW - 1000 - s, "type": "bp", "sys": 120, "dia": 80} for s in (0, 1, 2)])], NOW)
+    restarted = Ingest(store, shared=shared)
     gap = restarted.process([received([{"seq": 4, "t": NOW - 900, "type": "bp", "sys": 120, "dia": 80}])], NOW)
     assert [t for t, _ in gap.publications] == []  # seq 3 not yet committed: no ack past 2
     filled = restarted.process([received([{"seq": 3, "t": NOW - 950, "type": "bp", "sys": 120, "dia": 80}])], NOW)
@@ -83,13 +85,14 @@ def test_old_dedup_keys_are_pruned_daily_and_the_store_still_catches_resends(sto
     assert (again.result.stored, again.result.duplicate) == (0, 1)
 
 
-def test_device_and_hub_acks_in_one_batch(store):
+@pytest.mark.parametrize("shared", [False, True], ids=["one-gateway", "shared"])
+def test_device_and_hub_acks_in_one_batch(store, shared):
     from adapters import gatt_encode as enc
 
     store.add_device("hub-1", "hub")
     record = {"dev": "AA:BB:CC:DD:EE:01", "uuid": 0x2A35, "rx": NOW - 500, "tz": 0, "hseq": 7,
               "val": enc.blood_pressure(enc.sfloat(120), enc.sfloat(80), enc.sfloat(93))}
-    outcome = Ingest(store).process([
+    outcome = Ingest(store, shared=shared).process([
         received([{"seq": 0, "t": NOW - 1000, "type": "bp", "sys": 120, "dia": 80}]),
         Received("pmp/v1/hub/hub-1/gatt", msgpack.packb([record]), 2, 1, 1, NOW)], NOW)
     assert outcome.publications == [("pmp/v1/dev/tono-1/ack", b'{"seq": 0}'), ("pmp/v1/hub/hub-1/ack", b'{"hseq": 7}')]
