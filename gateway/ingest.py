@@ -18,6 +18,7 @@ a flooding publisher is refused.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -36,8 +37,9 @@ from core.rule_tables import Rule
 from .acks import ContiguousAcks
 from .activity import Activity
 from .clock import format_ms, now_ms
+from . import shared_windows
 from .flood import FloodMeter, FloodSettings
-from .store import GATEWAY_ACTOR, AlertIn, CommitResult, Store, StoreError
+from .store import GATEWAY_ACTOR, AlertIn, CommitResult, DayClose, Store, StoreError
 from .sweeps import Sweeper
 
 log = logging.getLogger("pmpgw")
@@ -86,11 +88,17 @@ class Ingest:
     of two; ``core.dedup_keys.MAX_CAPACITY`` = 256 MiB by default). Records measured before
     the table's horizon (keys evicted to stay within it, or older than DEDUP_HORIZON_MS)
     are looked up in the store, one query a batch, so DUPLICATE and CONFLICT stay exact.
+
+    ``shared_windows``: gateways share the store (``pmpgw run --shared``): each batch adds
+    its stored readings' daily window sums to the store, and day close evaluates the window
+    rules on the store's sums (``gateway.shared_windows``), not on this gateway's own window
+    state, which holds only the readings it received.
     """
 
     def __init__(self, store: Store, *, impl=core.implementation, flood: FloodSettings = FloodSettings(),
-                 dedup_max_capacity: int = MAX_CAPACITY) -> None:
+                 dedup_max_capacity: int = MAX_CAPACITY, shared_windows: bool = False) -> None:
         self.store = store
+        self.shared_windows = shared_windows
         self._registry_version = store.registry_version()
         self.devices = DeviceIndex(store.device_index())
         self.kinds = store.device_kinds()  # id -> registry kind: which route each may publish on
@@ -174,16 +182,36 @@ class Ingest:
             self.pipeline.dedup.prune(now - DEDUP_HORIZON_MS)
         today = self.local_days(now)
         known = self.closed_day[: len(today)]
-        closed = np.flatnonzero(today[: len(known)] > known)
-        alerts = self.pipeline.close_days(closed.astype(np.int32), today[closed] - 1)
-        result = self.store.commit_batch(core.empty_batch(0), now_ms=now, alerts=[
-            AlertIn(patient=int(a["patient"]), rule=Rule(int(a["rule"])).name,
-                    t=(int(a["day"]) + 1) * DAY_MS - int(self.pipeline.windows.tz_min[a["patient"]]) * 60_000 - 1,
-                    late=False, values={name: None if math.isnan(x) else x for name, x in
-                                        zip(WINDOW_VALUES[Rule(int(a["rule"]))], a["values"].tolist())})
-            for a in alerts])
+        closed = np.flatnonzero(today[: len(known)] > known).astype(np.int32)
+        if self.shared_windows:
+            result = self.store.commit_batch(core.empty_batch(0), now_ms=now, day_close=DayClose(
+                closed, today[closed] - 1, self._shared_window_alerts))
+        else:
+            alerts = self.pipeline.close_days(closed, today[closed] - 1)
+            result = self.store.commit_batch(core.empty_batch(0), now_ms=now, alerts=self._window_alerts(alerts))
         self.closed_day = today  # only now: a refused commit closes the same days next time
         return Outcome(result, alert_publications(result.alerts))
+
+    def _window_alerts(self, alerts: np.ndarray) -> list[AlertIn]:
+        """The store's alert inputs of the core's window alerts (WINDOW_ALERT_DTYPE), each at
+        the last millisecond of its patient's closed local day."""
+        tz_min = self.pipeline.windows.tz_min
+        return [AlertIn(patient=int(a["patient"]), rule=Rule(int(a["rule"])).name,
+                        t=(int(a["day"]) + 1) * DAY_MS - int(tz_min[a["patient"]]) * 60_000 - 1,
+                        late=False, values={name: None if math.isnan(x) else x for name, x in
+                                            zip(WINDOW_VALUES[Rule(int(a["rule"]))], a["values"].tolist())})
+                for a in alerts]
+
+    def _shared_window_alerts(self, patients: np.ndarray, days: np.ndarray, sums: np.ndarray) -> list[AlertIn]:
+        """``DayClose.evaluate``: the window alerts of the closes this gateway claimed, from
+        the store's daily sums."""
+        return self._window_alerts(shared_windows.close_days(
+            self.impl, patients, days, sums, self.pipeline.windows.tz_min, self.pipeline.thresholds))
+
+    def _day_sums(self, batch: np.ndarray, stored: np.ndarray) -> np.ndarray:
+        """``commit_batch``'s ``day_sums``: the daily window sums of the rows it stored."""
+        return shared_windows.day_sums(self.impl, batch[stored], self.pipeline.windows.tz_min,
+                                       self.pipeline.thresholds)
 
     def refresh_registry(self) -> bool:
         """Reload devices, patients (with their targets) and bindings if the registry
@@ -273,7 +301,8 @@ class Ingest:
                 batch, now_ms=now_ms, payloads=[m.payload for m in messages], message=decoded.message,
                 element=decoded.element, topics=[m.topic for m in messages], details=details, meal=decoded.meal,
                 battery=decoded.battery, alerts=[_alert_in(batch, a) for a in reading_alerts], replayed=replayed,
-                publisher_acks=publisher_acks)
+                publisher_acks=publisher_acks,
+                day_sums=functools.partial(self._day_sums, batch) if self.shared_windows else None)
         except StoreError:
             # The core took the batch into its dedup table and windows, the store did not
             # (or the store refused the dedup lookup midway): forget it, or the retry would

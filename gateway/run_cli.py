@@ -51,7 +51,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--shared", action="store_true",
                      help="one of several gateways on one broker and one PostgreSQL store: subscribe as a member of "
                           "the shared subscription group $share/pmpgw/ (MQTT 5), each message to one gateway; give "
-                          "each its own --gw-id")
+                          "each its own --gw-id. The window rules then add up each patient's daily sums in the "
+                          "store (gateway.shared_windows)")
     run.add_argument("--for", dest="for_s", type=float, default=None, help="drain and stop after this many seconds")
     run.add_argument("--dedup-slots", type=_slots, default=MAX_CAPACITY, metavar="N",
                      help=f"bound of the dedup table in memory, slots of 32 bytes, a power of two (default "
@@ -110,7 +111,9 @@ def _run_gateway(args: argparse.Namespace) -> int:
                                          state_topic=f"pmp/v1/gateway/{args.gw_id}/state",
                                          subscriptions=shared(SUBSCRIPTIONS) if args.shared else SUBSCRIPTIONS,
                                          username=username if password is not None else None, password=password))
-            gateway = Gateway(store, link, ServiceSettings(gw_id=args.gw_id, dedup_max_capacity=args.dedup_slots))
+            settings = ServiceSettings(gw_id=args.gw_id, dedup_max_capacity=args.dedup_slots,
+                                       shared_windows=args.shared)
+            gateway = Gateway(store, link, settings)
             keep_accounts = None if broker is None else functools.partial(_keep_accounts, args.db, broker, own)
             trio.run(_serve, gateway, args.for_s, keep_accounts)
             print_json(gateway.stats("down"))

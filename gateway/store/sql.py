@@ -7,6 +7,8 @@ here keep to what both dialects accept where that costs SQLite nothing (``:flag 
 flag parameter, ``SUM(CASE ...)``, a table-qualified column in an upsert).
 """
 
+from core.window_layout import RING_DAYS
+
 # ---------------------------------------------------------------------------------------
 # Schema: numbered migrations, applied in order on open, each in its own transaction.
 # A migration is never edited once released; a change is a new number.
@@ -206,6 +208,25 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             name TEXT PRIMARY KEY,                     -- user name pmpgw-dash-{name}
             password_hash TEXT NOT NULL, issued INTEGER NOT NULL)""",
     )),
+    # Window state of gateways sharing the store (``pmpgw run --shared``,
+    # gateway.shared_windows): the daily accumulators of core.window_layout (Acc.N ..
+    # Acc.N_IN) per (patient, metric, local day), which each batch ADDS to for the readings
+    # it stored, and the (patient, local day) closes claimed, so one gateway evaluates each.
+    # (Migration 5 is the store-based acks'.)
+    (6, "shared window state: daily sums and day closes", (
+        """CREATE TABLE window_days (
+            patient INTEGER NOT NULL, metric INTEGER NOT NULL,   -- core.window_layout.Metric
+            day INTEGER NOT NULL,                                -- local day, days since 1970-01-01
+            n REAL NOT NULL, n_valued REAL NOT NULL, sum0 REAL NOT NULL, sum1 REAL NOT NULL,
+            n_below_l2 REAL NOT NULL, n_below REAL NOT NULL, n_in REAL NOT NULL,
+            PRIMARY KEY (patient, metric, day)) WITHOUT ROWID""",
+        """CREATE INDEX window_days_day ON window_days (day)""",
+        """CREATE TABLE window_closes (
+            patient INTEGER NOT NULL, day INTEGER NOT NULL,      -- the local day that closed
+            closed INTEGER NOT NULL,                             -- ms UTC
+            PRIMARY KEY (patient, day)) WITHOUT ROWID""",
+        """CREATE INDEX window_closes_day ON window_closes (day)""",
+    )),
 )
 
 # Measured with bench/store_insert_ceiling.py: a batch dirties about one leaf page per
@@ -303,6 +324,25 @@ WINDOWS_THROUGH_KEY = "windows_through_reading"
 
 UPSERT_WINDOW = "INSERT INTO windows (patient, acc) VALUES (?, ?) ON CONFLICT (patient) DO UPDATE SET acc = excluded.acc"
 SELECT_WINDOWS = "SELECT patient, acc FROM windows WHERE patient < ?"
+
+# Shared window state (migration 6). Sums are added in (patient, metric, day) order, and
+# closes claimed in patient order, so that two gateways' transactions never wait for each
+# other in a cycle. (ring) is RING_DAYS - 1: a close reads the ring's days ending with it.
+DAY_SUM_COLUMNS = ("n", "n_valued", "sum0", "sum1", "n_below_l2", "n_below", "n_in")  # Acc.N .. Acc.N_IN
+ADD_DAY_SUMS = f"""INSERT INTO window_days (patient, metric, day, {', '.join(DAY_SUM_COLUMNS)})
+    VALUES ({', '.join(['?'] * (3 + len(DAY_SUM_COLUMNS)))})
+    ON CONFLICT (patient, metric, day) DO UPDATE SET
+    {', '.join(f'{c} = window_days.{c} + excluded.{c}' for c in DAY_SUM_COLUMNS)}"""
+CLAIM_DAY_CLOSES = f"""INSERT INTO window_closes (patient, day, closed)
+    SELECT c.value ->> 0, c.value ->> 1, ? FROM json_each(?) AS c
+    WHERE EXISTS (SELECT 1 FROM window_days AS w WHERE w.patient = c.value ->> 0
+                  AND w.day BETWEEN (c.value ->> 1) - {RING_DAYS - 1} AND c.value ->> 1)
+    ORDER BY 1 ON CONFLICT (patient, day) DO NOTHING RETURNING patient, day"""
+SELECT_DAY_SUMS = f"""SELECT w.patient, w.metric, w.day, {', '.join(f'w.{c}' for c in DAY_SUM_COLUMNS)}
+    FROM json_each(?) AS c JOIN window_days AS w
+    ON w.patient = c.value ->> 0 AND w.day BETWEEN (c.value ->> 1) - {RING_DAYS - 1} AND c.value ->> 1"""
+PRUNE_DAY_SUMS = "DELETE FROM window_days WHERE day < ?"
+PRUNE_DAY_CLOSES = "DELETE FROM window_closes WHERE day < ?"
 
 NEXT_DEVICE_IDX = "SELECT COALESCE(MAX(idx) + 1, 0) FROM devices"
 NEXT_PATIENT_IDX = "SELECT COALESCE(MAX(idx) + 1, 0) FROM patients"
