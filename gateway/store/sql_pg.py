@@ -227,3 +227,10 @@ READINGS_BY_KEYS = """SELECT r.device, r.dedup_tag, r.dedup_key, r.id, r.fingerp
     FROM readings r JOIN unnest(CAST(%s AS bigint[]), CAST(%s AS bigint[]), CAST(%s AS bigint[])) k (d, g, q)
     ON r.device = k.d AND r.dedup_tag = k.g AND r.dedup_key = k.q"""
 DB_BYTES = "SELECT pg_database_size(current_database())"
+# A batch's daily window sums (shared windows) in one statement, as the readings' unnest,
+# already in (patient, metric, day) order: executemany of ADD_DAY_SUMS, one upsert a row,
+# cut a batch of 5,000 readings of 4,000 patients to 13k rows/s (bench store_shared_windows).
+ADD_DAY_SUMS_UNNEST = f"""INSERT INTO window_days (patient, metric, day, {', '.join(sql.DAY_SUM_COLUMNS)})
+    SELECT * FROM unnest({', '.join(['CAST(%s AS bigint[])'] * 3 + ['CAST(%s AS double precision[])'] * len(sql.DAY_SUM_COLUMNS))})
+    ON CONFLICT (patient, metric, day) DO UPDATE SET
+    {', '.join(f'{c} = window_days.{c} + excluded.{c}' for c in sql.DAY_SUM_COLUMNS)}"""
