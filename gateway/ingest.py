@@ -89,16 +89,17 @@ class Ingest:
     the table's horizon (keys evicted to stay within it, or older than DEDUP_HORIZON_MS)
     are looked up in the store, one query a batch, so DUPLICATE and CONFLICT stay exact.
 
-    ``shared_windows``: gateways share the store (``pmpgw run --shared``): each batch adds
-    its stored readings' daily window sums to the store, and day close evaluates the window
-    rules on the store's sums (``gateway.shared_windows``), not on this gateway's own window
-    state, which holds only the readings it received.
+    ``shared``: gateways share the store (``pmpgw run --shared``) and each receives only
+    part of the readings: each batch adds its stored readings' daily window sums to the
+    store, and day close evaluates the window rules on the store's sums
+    (``gateway.shared_windows``), not on this gateway's own window state; the sweeps take
+    the latest device and patient times all the gateways saved (``_share_activity``).
     """
 
     def __init__(self, store: Store, *, impl=core.implementation, flood: FloodSettings = FloodSettings(),
-                 dedup_max_capacity: int = MAX_CAPACITY, shared_windows: bool = False) -> None:
+                 dedup_max_capacity: int = MAX_CAPACITY, shared: bool = False) -> None:
         self.store = store
-        self.shared_windows = shared_windows
+        self.shared = shared
         self._registry_version = store.registry_version()
         self.devices = DeviceIndex(store.device_index())
         self.kinds = store.device_kinds()  # id -> registry kind: which route each may publish on
@@ -164,8 +165,21 @@ class Ingest:
 
     def sweep(self, now: int) -> list[tuple[str, bytes]]:
         """Run the MISSED and DEVICE sweeps at gateway time ``now`` (``gateway.sweeps``) and
-        commit their tasks; return the publications of the tasks raised or re-notified."""
+        commit their tasks; return the publications of the tasks raised or re-notified.
+        Shared: first save this gateway's activity and take the store's latest times
+        (``_share_activity``)."""
+        if self.shared:
+            self._share_activity()
         return alert_publications(self.sweeper.run(self.activity, now, self.flood))
+
+    def _share_activity(self) -> None:
+        """Gateways sharing the store: save the activity rows that changed here (the store
+        keeps the later of its and these times), then take the later of the store's and
+        ours: each device's last message and each patient's last valid reading as all the
+        gateways heard them, as of their last sweeps."""
+        self.activity.mark_saved(self.store.save_activity(*self.activity.changed_rows()))
+        devices, patients, _ = self.store.load_activity()
+        self.activity.take_latest(devices, patients)
 
     def local_days(self, at_ms: int) -> np.ndarray:
         """int32[n_patients]: each patient's local day (days since 1970-01-01) at ``at_ms``."""
@@ -183,7 +197,7 @@ class Ingest:
         today = self.local_days(now)
         known = self.closed_day[: len(today)]
         closed = np.flatnonzero(today[: len(known)] > known).astype(np.int32)
-        if self.shared_windows:
+        if self.shared:
             result = self.store.commit_batch(core.empty_batch(0), now_ms=now, day_close=DayClose(
                 closed, today[closed] - 1, self._shared_window_alerts))
         else:
@@ -302,7 +316,7 @@ class Ingest:
                 element=decoded.element, topics=[m.topic for m in messages], details=details, meal=decoded.meal,
                 battery=decoded.battery, alerts=[_alert_in(batch, a) for a in reading_alerts], replayed=replayed,
                 publisher_acks=publisher_acks,
-                day_sums=functools.partial(self._day_sums, batch) if self.shared_windows else None)
+                day_sums=functools.partial(self._day_sums, batch) if self.shared else None)
         except StoreError:
             # The core took the batch into its dedup table and windows, the store did not
             # (or the store refused the dedup lookup midway): forget it, or the retry would

@@ -112,7 +112,7 @@ def _run_gateway(args: argparse.Namespace) -> int:
                                          subscriptions=shared(SUBSCRIPTIONS) if args.shared else SUBSCRIPTIONS,
                                          username=username if password is not None else None, password=password))
             settings = ServiceSettings(gw_id=args.gw_id, dedup_max_capacity=args.dedup_slots,
-                                       shared_windows=args.shared)
+                                       shared=args.shared)
             gateway = Gateway(store, link, settings)
             keep_accounts = None if broker is None else functools.partial(_keep_accounts, args.db, broker, own)
             trio.run(_serve, gateway, args.for_s, keep_accounts)

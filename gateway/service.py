@@ -79,7 +79,7 @@ class ServiceSettings:
     sweep_interval_s: float = 60.0  # how often the MISSED and DEVICE sweeps run (gateway.sweeps)
     flood: FloodSettings = FloodSettings()
     dedup_max_capacity: int = MAX_CAPACITY
-    shared_windows: bool = False  # gateways share the store (run --shared): window sums in it (Ingest)
+    shared: bool = False  # gateways share the store (run --shared): window sums and sweep activity in it (Ingest)
 
 
 class Gateway:
@@ -115,7 +115,7 @@ class Gateway:
         ingest = await trio.to_thread.run_sync(
             functools.partial(Ingest, self.store, flood=self.settings.flood,
                               dedup_max_capacity=self.settings.dedup_max_capacity,
-                              shared_windows=self.settings.shared_windows), limiter=self._writer)
+                              shared=self.settings.shared), limiter=self._writer)
         self._ingest = ingest
         tune_gc()
         async with trio.open_nursery() as nursery:

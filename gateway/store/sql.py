@@ -531,14 +531,24 @@ COUNT_SILENT_DEVICES = """SELECT COUNT(DISTINCT d.key) FROM alerts a, json_each(
 # Sweeps: activity state (gateway.activity) and the MISSED / DEVICE tasks (gateway.sweeps).
 # ---------------------------------------------------------------------------------------
 
-UPSERT_DEVICE_ACTIVITY = """INSERT INTO device_activity
+
+
+def _latest(table: str, column: str) -> str:
+    """``column = `` the later of the stored and the new time (NULL: never), in either
+    dialect (SQLite's max() of a NULL is NULL): a time saved by another gateway sharing the
+    store is kept, and one gateway's times only grow anyway."""
+    return (f"{column} = CASE WHEN excluded.{column} IS NULL OR {table}.{column} > excluded.{column} "
+            f"THEN {table}.{column} ELSE excluded.{column} END")
+
+
+UPSERT_DEVICE_ACTIVITY = f"""INSERT INTO device_activity
     (device, last_rx, battery, battery_low, rejects, clock_faults, counted, reset_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (device) DO UPDATE SET last_rx = excluded.last_rx, battery = excluded.battery,
+    ON CONFLICT (device) DO UPDATE SET {_latest("device_activity", "last_rx")}, battery = excluded.battery,
       battery_low = excluded.battery_low, rejects = excluded.rejects, clock_faults = excluded.clock_faults,
       counted = excluded.counted, reset_at = excluded.reset_at"""
-UPSERT_PATIENT_ACTIVITY = """INSERT INTO patient_activity (patient, last_bp, last_glu, last_cgm) VALUES (?, ?, ?, ?)
-    ON CONFLICT (patient) DO UPDATE SET last_bp = excluded.last_bp, last_glu = excluded.last_glu,
-      last_cgm = excluded.last_cgm"""
+UPSERT_PATIENT_ACTIVITY = f"""INSERT INTO patient_activity (patient, last_bp, last_glu, last_cgm) VALUES (?, ?, ?, ?)
+    ON CONFLICT (patient) DO UPDATE SET
+      {', '.join(_latest("patient_activity", column) for column in ("last_bp", "last_glu", "last_cgm"))}"""
 SELECT_DEVICE_ACTIVITY = ("SELECT device, last_rx, battery, battery_low, rejects, clock_faults, counted, reset_at "
                           "FROM device_activity")
 SELECT_PATIENT_ACTIVITY = "SELECT patient, last_bp, last_glu, last_cgm FROM patient_activity"

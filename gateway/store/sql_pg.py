@@ -230,7 +230,8 @@ DB_BYTES = "SELECT pg_database_size(current_database())"
 # A batch's daily window sums (shared windows) in one statement, as the readings' unnest,
 # already in (patient, metric, day) order: executemany of ADD_DAY_SUMS, one upsert a row,
 # cut a batch of 5,000 readings of 4,000 patients to 13k rows/s (bench store_shared_windows).
+_DAY_SUM_ARRAYS = ["CAST(%s AS bigint[])"] * 3 + ["CAST(%s AS double precision[])"] * len(sql.DAY_SUM_COLUMNS)
 ADD_DAY_SUMS_UNNEST = f"""INSERT INTO window_days (patient, metric, day, {', '.join(sql.DAY_SUM_COLUMNS)})
-    SELECT * FROM unnest({', '.join(['CAST(%s AS bigint[])'] * 3 + ['CAST(%s AS double precision[])'] * len(sql.DAY_SUM_COLUMNS))})
+    SELECT * FROM unnest({', '.join(_DAY_SUM_ARRAYS)})
     ON CONFLICT (patient, metric, day) DO UPDATE SET
     {', '.join(f'{c} = window_days.{c} + excluded.{c}' for c in sql.DAY_SUM_COLUMNS)}"""

@@ -1,4 +1,4 @@
-"""Window rules of gateways sharing one store (``Ingest(shared_windows=True)``,
+"""Window rules of gateways sharing one store (``Ingest(shared=True)``,
 ``gateway.shared_windows``): two writers each given part of a patient's readings raise, at
 day close, the alert one writer given all of them raises, with the same values."""
 
@@ -76,7 +76,7 @@ def by_rule(alerts):
 
 
 def test_two_gateways_raise_the_alerts_one_gateway_raises_with_the_same_values(store, reference):
-    gw1, gw2 = Ingest(store, shared_windows=True), Ingest(store, shared_windows=True)
+    gw1, gw2 = Ingest(store, shared=True), Ingest(store, shared=True)
     single = Ingest(reference)
     for device, readings in (("tono-1", high_bp("tono-1")), ("tono-2", high_bp("tono-2", per_day=3)),
                              ("cgm-1", poor_cgm())):
@@ -94,7 +94,7 @@ def test_two_gateways_raise_the_alerts_one_gateway_raises_with_the_same_values(s
 
 
 def test_each_closed_day_is_evaluated_by_one_gateway(store):
-    gw1, gw2 = Ingest(store, shared_windows=True), Ingest(store, shared_windows=True)
+    gw1, gw2 = Ingest(store, shared=True), Ingest(store, shared=True)
     feed([gw1], "tono-1", high_bp("tono-1"))  # gw2 received none of it
     assert [a["rule"] for a in closed_alerts(gw2)] == ["BP_HOME_HIGH"]
     assert closed_alerts(gw1) == []  # claimed by gw2: neither raised nor re-notified
@@ -105,7 +105,7 @@ def test_each_closed_day_is_evaluated_by_one_gateway(store):
 def test_readings_stored_by_both_count_once(store, reference):
     """Re-sends: each gateway gets every other message, and a third of the messages again
     (as a device re-sends an unacked message, which may go to the other gateway)."""
-    gw1, gw2 = Ingest(store, shared_windows=True), Ingest(store, shared_windows=True)
+    gw1, gw2 = Ingest(store, shared=True), Ingest(store, shared=True)
     single = Ingest(reference)
     readings = high_bp("tono-1")
     feed([gw1, gw2], "tono-1", readings, chunk=4)
