@@ -2,6 +2,8 @@
 ``gateway.shared_windows``): two writers each given part of a patient's readings raise, at
 day close, the alert one writer given all of them raises, with the same values."""
 
+import threading
+
 import msgpack
 import numpy as np
 import pytest
@@ -52,10 +54,11 @@ def high_bp(device, days=7, per_day=4, first_seq=0):
             for d in range(days) for k in range(per_day)]
 
 
-def poor_cgm(days=14, per_day=288):
-    """A CGM every 5 min of the last ``days`` days, a third of them below range: CGM_TIR."""
+def poor_cgm(days=14, per_day=288, low=2.5):
+    """A CGM every 5 min of the last ``days`` days, a third of them out of range: CGM_TIR
+    (with ``low`` >= 5: none below range, and no reading alert)."""
     rng = np.random.default_rng(7)
-    values = rng.uniform(2.5, 13.0, days * per_day).round(1)
+    values = rng.uniform(low, 13.0, days * per_day).round(1)
     return [{"seq": i, "t": (TODAY - days) * DAY_MS + i * 300_000, "type": "cgm", "glu": float(v)}
             for i, v in enumerate(values)]
 
@@ -149,3 +152,47 @@ def test_a_single_gateway_keeps_no_sums_in_the_store(store):
     assert [a["rule"] for a in closed_alerts(ingest)] == ["BP_HOME_HIGH"]
     assert rows(store.path, "SELECT COUNT(*) FROM window_days") == [(0,)]
     assert rows(store.path, "SELECT COUNT(*) FROM window_closes") == [(0,)]
+
+
+def test_two_gateways_at_once_on_the_same_readings(db, store, reference):
+    """Two writers on their own connections at the same time, each given EVERY message (one
+    in order, one in reverse: each batch races the other's for the same readings and sums),
+    then both closing the day at once: every sum once, no deadlock, each alert raised once.
+    (No reading alerts: two batches raising one patient's alerts of several rules in other
+    orders can deadlock on PostgreSQL's alert locks, a StoreError LOCKED the gateway retries.)"""
+    readings = {"tono-1": high_bp("tono-1"), "cgm-1": poor_cgm(low=5.0)}
+    messages = [(device, readings[device][start:start + 200]) for device in readings
+                for start in range(0, len(readings[device]), 200)]
+    single = Ingest(reference)
+    for n, (device, part) in enumerate(messages):
+        single.process([message(device, part, n + 1)], NOW)
+    expected = by_rule(closed_alerts(single))
+    errors, closed = [], []
+
+    def gateway(order):
+        try:
+            with Store.open(db) as own:
+                ingest = Ingest(own, shared=True)
+                for n in order:
+                    ingest.process([message(*messages[n], n + 1)], NOW)
+                barrier.wait(timeout=60)
+                closed.extend(closed_alerts(ingest))
+        except Exception as error:  # reported below: a thread's exception is not the test's
+            errors.append(error)
+
+    barrier = threading.Barrier(2)
+    threads = [threading.Thread(target=gateway, args=(order,)) for order in
+               (range(len(messages)), range(len(messages) - 1, -1, -1))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert errors == [] and not any(thread.is_alive() for thread in threads)
+    assert rows(db, "SELECT metric, SUM(n) FROM window_days GROUP BY metric ORDER BY metric") == [
+        (0, len(readings["tono-1"])), (2, len(readings["cgm-1"]))]
+    shared = by_rule(closed)
+    assert set(shared) == set(expected) == {("P1", "BP_HOME_HIGH"), ("P1", "CGM_TIR")}
+    assert shared[("P1", "BP_HOME_HIGH")] == expected[("P1", "BP_HOME_HIGH")]
+    assert rows(db, "SELECT a.rule, COUNT(*) FROM alert_events e JOIN alerts a ON a.id = e.alert "
+                    "WHERE a.rule IN ('BP_HOME_HIGH', 'CGM_TIR') GROUP BY a.rule ORDER BY a.rule") == [
+        ("BP_HOME_HIGH", 1), ("CGM_TIR", 1)]
