@@ -859,7 +859,9 @@ class Store:
                 self._add_day_sums(conn, day_sums(is_new))
             if day_close is not None:
                 alerts = [*alerts, *self._close_days(conn, day_close, now_ms)]
-            for alert in alerts:
+            # In (patient, rule) order: two transactions raising alerts of one patient (on
+            # PostgreSQL, each holding its alerts' locks to COMMIT) take them in one order.
+            for alert in sorted(alerts, key=lambda alert: (alert["patient"], alert["rule"])):
                 rows = np.asarray(alert.get("rows", ()), dtype=np.int64)
                 if len(rows) and not is_new[rows].any():
                     continue
