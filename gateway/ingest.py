@@ -113,6 +113,9 @@ class Ingest:
         self.flood = FloodMeter(flood, len(self.devices))
         self.device_acks = ContiguousAcks(store.publisher_acks("dev"))
         self.hub_acks = ContiguousAcks(store.publisher_acks("hub"))
+        if shared:
+            self.store.seed_day_sums(lambda: shared_windows.slot_sums(self.pipeline.windows.arrays()["acc"]),
+                                     now_ms=now_ms())
         self.closed_day = self.local_days(now_ms())
         self.pruned_day = now_ms() // DAY_MS
 

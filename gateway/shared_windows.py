@@ -11,6 +11,10 @@ claims the (patient, day) pairs in the store, reads the claimed patients' sums o
 RING_DAYS days ending with the closed day, and evaluates the window rules on them
 (``Store.commit_batch`` ``day_close``).
 
+The first gateway ever started shared on a database seeds the store's sums with its own
+window state as restored at its start (``Store.seed_day_sums``, once per database): the
+readings a single gateway stored before are in it, so the first windows are whole.
+
 Both directions use the core's own ``WindowState`` (compiled or reference, as the gateway
 runs), so a reading is classified exactly as a single gateway's state would: the batch's
 new rows go into a fresh state of just their patients, whose used slots are the sums; the
@@ -60,15 +64,22 @@ def day_sums(impl, batch: np.ndarray, tz_min: np.ndarray, thresholds: np.ndarray
         part["patient"] = local[block == b]
         state = impl.WindowState(len(patients), tz_min[patients])
         state.update(part, thresholds[patients])
-        acc = state.arrays()["acc"]
-        row, slot = np.nonzero(acc[:, :, Acc.DAY] != EMPTY_DAY)
-        sums = np.zeros(len(row), dtype=DAY_SUMS_DTYPE)
-        sums["patient"] = patients[row // N_METRICS]
-        sums["metric"] = row % N_METRICS
-        sums["day"] = acc[row, slot, Acc.DAY]
-        sums["acc"] = acc[row, slot, Acc.N:]
+        sums = slot_sums(state.arrays()["acc"])
+        sums["patient"] = patients[sums["patient"]]
         parts.append(sums)
     return np.concatenate(parts) if parts else np.zeros(0, dtype=DAY_SUMS_DTYPE)
+
+
+def slot_sums(acc: np.ndarray) -> np.ndarray:
+    """DAY_SUMS_DTYPE rows of the used slots of a window state's ``acc`` (``WindowState.arrays``;
+    patient = row // N_METRICS), in row and slot order."""
+    row, slot = np.nonzero(acc[:, :, Acc.DAY] != EMPTY_DAY)
+    sums = np.zeros(len(row), dtype=DAY_SUMS_DTYPE)
+    sums["patient"] = row // N_METRICS
+    sums["metric"] = row % N_METRICS
+    sums["day"] = acc[row, slot, Acc.DAY]
+    sums["acc"] = acc[row, slot, Acc.N:]
+    return sums
 
 
 def close_days(impl, patients: np.ndarray, days: np.ndarray, sums: np.ndarray, tz_min: np.ndarray,

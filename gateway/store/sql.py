@@ -341,6 +341,8 @@ CLAIM_DAY_CLOSES = f"""INSERT INTO window_closes (patient, day, closed)
 SELECT_DAY_SUMS = f"""SELECT w.patient, w.metric, w.day, {', '.join(f'w.{c}' for c in DAY_SUM_COLUMNS)}
     FROM json_each(?) AS c JOIN window_days AS w
     ON w.patient = c.value ->> 0 AND w.day BETWEEN (c.value ->> 1) - {RING_DAYS - 1} AND c.value ->> 1"""
+DAY_SUMS_SEEDED_KEY = "window_days_seeded"  # kv: ms UTC the first shared gateway seeded the sums
+CLAIM_KV = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING RETURNING key"
 PRUNE_DAY_SUMS = "DELETE FROM window_days WHERE day < ?"
 PRUNE_DAY_CLOSES = "DELETE FROM window_closes WHERE day < ?"
 

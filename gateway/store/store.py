@@ -115,6 +115,8 @@ from .sql import (
     SELECT_DAY_SUMS,
     PRUNE_DAY_SUMS,
     PRUNE_DAY_CLOSES,
+    DAY_SUMS_SEEDED_KEY,
+    CLAIM_KV,
     SELECT_WINDOWS,
     NEXT_DEVICE_IDX,
     NEXT_PATIENT_IDX,
@@ -408,6 +410,9 @@ class CommitResult:
     reading_ids: np.ndarray
     alerts: list[dict]
     alerts_updated: int
+
+
+SEED_CHUNK_ROWS = 100_000  # daily sums a statement when seeding (``Store.seed_day_sums``)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -916,6 +921,19 @@ class Store:
         conn.executemany(ADD_DAY_SUMS, (
             (patient, metric, day, *acc) for patient, metric, day, acc in
             zip(sums["patient"].tolist(), sums["metric"].tolist(), sums["day"].tolist(), sums["acc"].tolist())))
+
+    def seed_day_sums(self, day_sums: Callable[[], np.ndarray], *, now_ms: int) -> bool:
+        """Once per database, by the first gateway started to share it: add ``day_sums()``
+        (DAY_SUMS_DTYPE: its window state, whole while one gateway wrote the store) to the
+        store's daily sums, in the transaction that records it was done. True if this call
+        did it; another gateway starting at the same time waits for it, then does nothing."""
+        with self._write() as conn:
+            if not conn.execute(CLAIM_KV, (DAY_SUMS_SEEDED_KEY, now_ms)).fetchall():
+                return False
+            sums = np.sort(day_sums(), order=["patient", "metric", "day"])
+            for start in range(0, len(sums), SEED_CHUNK_ROWS):
+                self._add_day_sums(conn, sums[start:start + SEED_CHUNK_ROWS])
+        return True
 
     @staticmethod
     def _close_days(conn: sqlite3.Connection, close: DayClose, now_ms: int) -> Sequence[AlertIn]:

@@ -197,3 +197,17 @@ def test_two_gateways_at_once_on_the_same_readings(db, store, reference):
     assert rows(db, "SELECT a.rule, COUNT(*) FROM alert_events e JOIN alerts a ON a.id = e.alert "
                     "WHERE a.rule IN ('BP_HOME_HIGH', 'CGM_TIR') GROUP BY a.rule ORDER BY a.rule") == [
         ("BP_HOME_HIGH", 1), ("CGM_TIR", 1)]
+
+
+def test_the_first_shared_gateway_seeds_the_sums_with_what_a_single_gateway_stored(store, reference):
+    """A database one gateway wrote, then two sharing it: the first to start adds its restored
+    window state to the store's sums, once; the windows are whole from the first day."""
+    readings = high_bp("tono-1")
+    feed([Ingest(store)], "tono-1", readings[:10])  # a single gateway, before
+    gw1, gw2 = Ingest(store, shared=True), Ingest(store, shared=True)  # gw2 finds it seeded
+    feed([gw1, gw2], "tono-1", readings[10:], chunk=4)
+    single = Ingest(reference)
+    feed([single], "tono-1", readings)
+    assert rows(store.path, "SELECT SUM(n) FROM window_days") == [(len(readings),)]
+    assert by_rule(closed_alerts(gw2)) == by_rule(closed_alerts(single))
+    assert Ingest(store, shared=True).store.seed_day_sums(lambda: 1 / 0, now_ms=NOW) is False
