@@ -922,6 +922,11 @@ class Store:
             (patient, metric, day, *acc) for patient, metric, day, acc in
             zip(sums["patient"].tolist(), sums["metric"].tolist(), sums["day"].tolist(), sums["acc"].tolist())))
 
+    def window_sums_seeded(self) -> bool:
+        """Whether a gateway was started shared on this database (``seed_day_sums``): its
+        window state is the store's daily sums, which every writer must then add to."""
+        return bool(self._read(GET_KV, (DAY_SUMS_SEEDED_KEY,)))
+
     def seed_day_sums(self, day_sums: Callable[[], np.ndarray], *, now_ms: int) -> bool:
         """Once per database, by the first gateway started to share it: add ``day_sums()``
         (DAY_SUMS_DTYPE: its window state, whole while one gateway wrote the store) to the

@@ -12,6 +12,7 @@ import core
 from adapters.mqtt import Received
 from core.window_layout import RING_DAYS
 from gateway import shared_windows
+from gateway.cli import main
 from gateway.clock import now_ms
 from gateway.ingest import DAY_MS, Ingest
 from gateway.store import Store
@@ -211,3 +212,13 @@ def test_the_first_shared_gateway_seeds_the_sums_with_what_a_single_gateway_stor
     assert rows(store.path, "SELECT SUM(n) FROM window_days") == [(len(readings),)]
     assert by_rule(closed_alerts(gw2)) == by_rule(closed_alerts(single))
     assert Ingest(store, shared=True).store.seed_day_sums(lambda: 1 / 0, now_ms=NOW) is False
+
+
+def test_a_quarantine_replay_without_a_gateway_adds_to_the_sums_of_a_shared_database(store, capsys):
+    store.add_device("tono-9", "bp")
+    gateway = Ingest(store, shared=True)
+    gateway.process([message("tono-9", high_bp("tono-9", days=2), 1)], NOW)  # UNBOUND: quarantined
+    assert rows(store.path, "SELECT COUNT(*) FROM window_days") == [(0,)]
+    store.bind("tono-9", "P1", 0)
+    assert main(["quarantine", "replay", "--reason", "UNBOUND", "--db", store.path]) == 0
+    assert rows(store.path, "SELECT day, n FROM window_days ORDER BY day") == [(TODAY - 2, 4), (TODAY - 1, 4)]
