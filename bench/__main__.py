@@ -24,6 +24,7 @@ MODULES = [
     "bench.core_pipeline",
     "bench.store_insert_ceiling",
     "bench.store_pg_insert",
+    "bench.store_shared_windows",
     "bench.e2e_ingest",
     "bench.faults_kill_restart",
     "bench.faults_broker_restart",

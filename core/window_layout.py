@@ -58,6 +58,10 @@ WINDOW_ALERT_DTYPE = np.dtype(
     [("patient", "<i4"), ("rule", "u1"), ("day", "<i4"), ("values", "<f8", (4,))], align=True
 )
 
+# One (patient, metric, local day)'s accumulators Acc.N .. Acc.N_IN, as gateways sharing a
+# store add them up there (gateway.shared_windows); the day is the slot's Acc.DAY.
+DAY_SUMS_DTYPE = np.dtype([("patient", "<i4"), ("metric", "u1"), ("day", "<i4"), ("acc", "<f8", (N_ACC - 1,))])
+
 
 def empty_slots(n_patients: int) -> np.ndarray:
     """Unused daily slots for n patients, aligned so that each slot is one cache line.

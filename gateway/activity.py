@@ -205,6 +205,15 @@ class Activity:
         self.counted[reset] = 0
         self.device_dirty[reset] = True
 
+    def take_latest(self, devices: Mapping[str, np.ndarray], patients: Mapping[str, np.ndarray]) -> None:
+        """Take the later of these and the saved rows' (``Store.load_activity``) ``last_rx``
+        and ``last_valid``: what other gateways sharing the store heard (``Ingest(shared=True)``).
+        They are in the store already, so nothing becomes dirty."""
+        self.grow(int(devices["device"].max(initial=-1)) + 1, int(patients["patient"].max(initial=-1)) + 1)
+        np.maximum.at(self.last_rx, devices["device"], devices["last_rx"])
+        for j, name in enumerate(PATIENT_COLUMNS):
+            np.maximum.at(self.last_valid[:, j], patients["patient"], patients[name])
+
     # -- saved form ---------------------------------------------------------------------
 
     def changed_rows(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -18,6 +18,7 @@ a flooding publisher is refused.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -36,8 +37,9 @@ from core.rule_tables import Rule
 from .acks import ContiguousAcks
 from .activity import Activity
 from .clock import format_ms, now_ms
+from . import shared_windows
 from .flood import FloodMeter, FloodSettings
-from .store import GATEWAY_ACTOR, AlertIn, CommitResult, Store, StoreError
+from .store import GATEWAY_ACTOR, AlertIn, CommitResult, DayClose, Store, StoreError
 from .sweeps import Sweeper
 
 log = logging.getLogger("pmpgw")
@@ -87,10 +89,13 @@ class Ingest:
     the table's horizon (keys evicted to stay within it, or older than DEDUP_HORIZON_MS)
     are looked up in the store, one query a batch, so DUPLICATE and CONFLICT stay exact.
 
-    ``shared``: this gateway shares the database with others in a shared subscription group
-    (``pmpgw run --shared``), each receiving part of each publisher's sequence: the device
-    and hub acks are advanced by the store, in each batch's transaction, over what every
-    gateway committed (``Store.commit_batch``'s ``ack_seqs``), instead of in memory.
+    ``shared``: gateways share the store (``pmpgw run --shared``) and each receives only
+    part of the readings (and of each publisher's sequence): the device and hub acks are
+    advanced by the store, in each batch's transaction, over what every gateway committed
+    (``Store.commit_batch``'s ``ack_seqs``); each batch adds its stored readings' daily
+    window sums to the store, and day close evaluates the window rules on the store's sums
+    (``gateway.shared_windows``), not on this gateway's own window state; the sweeps take
+    the latest device and patient times all the gateways saved (``_share_activity``).
     """
 
     def __init__(self, store: Store, *, impl=core.implementation, flood: FloodSettings = FloodSettings(),
@@ -110,6 +115,9 @@ class Ingest:
         self.flood = FloodMeter(flood, len(self.devices))
         self.device_acks = ContiguousAcks(store.publisher_acks("dev"))
         self.hub_acks = ContiguousAcks(store.publisher_acks("hub"))
+        if shared:
+            self.store.seed_day_sums(lambda: shared_windows.slot_sums(self.pipeline.windows.arrays()["acc"]),
+                                     now_ms=now_ms())
         self.closed_day = self.local_days(now_ms())
         self.pruned_day = now_ms() // DAY_MS
 
@@ -162,8 +170,21 @@ class Ingest:
 
     def sweep(self, now: int) -> list[tuple[str, bytes]]:
         """Run the MISSED and DEVICE sweeps at gateway time ``now`` (``gateway.sweeps``) and
-        commit their tasks; return the publications of the tasks raised or re-notified."""
+        commit their tasks; return the publications of the tasks raised or re-notified.
+        Shared: first save this gateway's activity and take the store's latest times
+        (``_share_activity``)."""
+        if self.shared:
+            self._share_activity()
         return alert_publications(self.sweeper.run(self.activity, now, self.flood))
+
+    def _share_activity(self) -> None:
+        """Gateways sharing the store: save the activity rows that changed here (the store
+        keeps the later of its and these times), then take the later of the store's and
+        ours: each device's last message and each patient's last valid reading as all the
+        gateways heard them, as of their last sweeps."""
+        self.activity.mark_saved(self.store.save_activity(*self.activity.changed_rows()))
+        devices, patients, _ = self.store.load_activity()
+        self.activity.take_latest(devices, patients)
 
     def local_days(self, at_ms: int) -> np.ndarray:
         """int32[n_patients]: each patient's local day (days since 1970-01-01) at ``at_ms``."""
@@ -180,16 +201,36 @@ class Ingest:
             self.pipeline.dedup.prune(now - DEDUP_HORIZON_MS)
         today = self.local_days(now)
         known = self.closed_day[: len(today)]
-        closed = np.flatnonzero(today[: len(known)] > known)
-        alerts = self.pipeline.close_days(closed.astype(np.int32), today[closed] - 1)
-        result = self.store.commit_batch(core.empty_batch(0), now_ms=now, alerts=[
-            AlertIn(patient=int(a["patient"]), rule=Rule(int(a["rule"])).name,
-                    t=(int(a["day"]) + 1) * DAY_MS - int(self.pipeline.windows.tz_min[a["patient"]]) * 60_000 - 1,
-                    late=False, values={name: None if math.isnan(x) else x for name, x in
-                                        zip(WINDOW_VALUES[Rule(int(a["rule"]))], a["values"].tolist())})
-            for a in alerts])
+        closed = np.flatnonzero(today[: len(known)] > known).astype(np.int32)
+        if self.shared:
+            result = self.store.commit_batch(core.empty_batch(0), now_ms=now, day_close=DayClose(
+                closed, today[closed] - 1, self._shared_window_alerts))
+        else:
+            alerts = self.pipeline.close_days(closed, today[closed] - 1)
+            result = self.store.commit_batch(core.empty_batch(0), now_ms=now, alerts=self._window_alerts(alerts))
         self.closed_day = today  # only now: a refused commit closes the same days next time
         return Outcome(result, alert_publications(result.alerts))
+
+    def _window_alerts(self, alerts: np.ndarray) -> list[AlertIn]:
+        """The store's alert inputs of the core's window alerts (WINDOW_ALERT_DTYPE), each at
+        the last millisecond of its patient's closed local day."""
+        tz_min = self.pipeline.windows.tz_min
+        return [AlertIn(patient=int(a["patient"]), rule=Rule(int(a["rule"])).name,
+                        t=(int(a["day"]) + 1) * DAY_MS - int(tz_min[a["patient"]]) * 60_000 - 1,
+                        late=False, values={name: None if math.isnan(x) else x for name, x in
+                                            zip(WINDOW_VALUES[Rule(int(a["rule"]))], a["values"].tolist())})
+                for a in alerts]
+
+    def _shared_window_alerts(self, patients: np.ndarray, days: np.ndarray, sums: np.ndarray) -> list[AlertIn]:
+        """``DayClose.evaluate``: the window alerts of the closes this gateway claimed, from
+        the store's daily sums."""
+        return self._window_alerts(shared_windows.close_days(
+            self.impl, patients, days, sums, self.pipeline.windows.tz_min, self.pipeline.thresholds))
+
+    def _day_sums(self, batch: np.ndarray, stored: np.ndarray) -> np.ndarray:
+        """``commit_batch``'s ``day_sums``: the daily window sums of the rows it stored."""
+        return shared_windows.day_sums(self.impl, batch[stored], self.pipeline.windows.tz_min,
+                                       self.pipeline.thresholds)
 
     def refresh_registry(self) -> bool:
         """Reload devices, patients (with their targets) and bindings if the registry
@@ -285,7 +326,8 @@ class Ingest:
                 batch, now_ms=now_ms, payloads=[m.payload for m in messages], message=decoded.message,
                 element=decoded.element, topics=[m.topic for m in messages], details=details, meal=decoded.meal,
                 battery=decoded.battery, alerts=[_alert_in(batch, a) for a in reading_alerts], replayed=replayed,
-                publisher_acks=publisher_acks, ack_seqs=ack_seqs)
+                publisher_acks=publisher_acks, ack_seqs=ack_seqs,
+                day_sums=functools.partial(self._day_sums, batch) if self.shared else None)
         except StoreError:
             # The core took the batch into its dedup table and windows, the store did not
             # (or the store refused the dedup lookup midway): forget it, or the retry would

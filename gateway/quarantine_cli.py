@@ -112,7 +112,8 @@ def _replay(args: argparse.Namespace) -> int:
         return 2
     with replay.writer_lock(args.db, replay.REPLAY_HOLDER) as holder, Store.open(args.db) as store:
         if holder is None:
-            result = {**replay.run(store, Ingest(store), spec, now_ms, _progress), "run_by": "cli"}
+            ingest = Ingest(store, shared=store.window_sums_seeded())  # a database gateways shared: its sums too
+            result = {**replay.run(store, ingest, spec, now_ms, _progress), "run_by": "cli"}
             print(file=sys.stderr)
         elif not holder.startswith(replay.GATEWAY_HOLDER):
             print(f"pmpgw: LOCKED: {holder} writes to this database; try again when it has ended", file=sys.stderr)

@@ -51,7 +51,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--shared", action="store_true",
                      help="one of several gateways on one broker and one PostgreSQL store: subscribe as a member of "
                           "the shared subscription group $share/pmpgw/ (MQTT 5), each message to one gateway; give "
-                          "each its own --gw-id")
+                          "each its own --gw-id. The window rules then add up each patient's daily sums in the "
+                          "store (gateway.shared_windows)")
     run.add_argument("--for", dest="for_s", type=float, default=None, help="drain and stop after this many seconds")
     run.add_argument("--dedup-slots", type=_slots, default=MAX_CAPACITY, metavar="N",
                      help=f"bound of the dedup table in memory, slots of 32 bytes, a power of two (default "

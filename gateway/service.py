@@ -81,7 +81,7 @@ class ServiceSettings:
     sweep_interval_s: float = 60.0  # how often the MISSED and DEVICE sweeps run (gateway.sweeps)
     flood: FloodSettings = FloodSettings()
     dedup_max_capacity: int = MAX_CAPACITY
-    shared: bool = False
+    shared: bool = False  # gateways share the store (run --shared): window sums and sweep activity in it (Ingest)
 
 
 class Gateway:
@@ -116,8 +116,8 @@ class Gateway:
         """Restore state from the store, connect, and serve until ``drain``."""
         ingest = await trio.to_thread.run_sync(
             functools.partial(Ingest, self.store, flood=self.settings.flood,
-                              dedup_max_capacity=self.settings.dedup_max_capacity, shared=self.settings.shared),
-            limiter=self._writer)
+                              dedup_max_capacity=self.settings.dedup_max_capacity,
+                              shared=self.settings.shared), limiter=self._writer)
         self._ingest = ingest
         tune_gc()
         async with trio.open_nursery() as nursery:

@@ -8,6 +8,7 @@ PostgreSQL (``Store.open("postgresql://...")``); ``url.py`` tells the two ``--db
 from .store import AlertIn as AlertIn
 from .store import CommitResult as CommitResult
 from .store import DEVICE_KINDS as DEVICE_KINDS
+from .store import DayClose as DayClose
 from .store import DeviceIn as DeviceIn
 from .store import DevicesAdded as DevicesAdded
 from .store import GATEWAY_ACTOR as GATEWAY_ACTOR

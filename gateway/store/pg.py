@@ -294,6 +294,15 @@ class PgStore(Store):
         for i in missing.tolist():
             found[i], stored_fp[i] = held[key_rows[i]]
 
+    @staticmethod
+    def _add_day_sums(conn: PgConnection, sums: np.ndarray) -> None:
+        """Add DAY_SUMS_DTYPE rows to the store's daily sums: one statement, in (patient,
+        metric, day) order (two gateways' batches lock common rows in one order)."""
+        sums = np.sort(sums, order=["patient", "metric", "day"])
+        conn._cursor().execute(sql_pg.ADD_DAY_SUMS_UNNEST, [
+            sums["patient"].tolist(), sums["metric"].tolist(), sums["day"].tolist(),
+            *(column.tolist() for column in sums["acc"].T)])
+
     insert_method = "copy"  # a key of INSERT_METHODS (measured: see the module docstring)
 
     def registry_version(self) -> int:

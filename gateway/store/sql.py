@@ -7,6 +7,8 @@ here keep to what both dialects accept where that costs SQLite nothing (``:flag 
 flag parameter, ``SUM(CASE ...)``, a table-qualified column in an upsert).
 """
 
+from core.window_layout import RING_DAYS
+
 # ---------------------------------------------------------------------------------------
 # Schema: numbered migrations, applied in order on open, each in its own transaction.
 # A migration is never edited once released; a change is a new number.
@@ -215,6 +217,24 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             seq INTEGER NOT NULL,                      -- a committed seq (device) or hseq (hub) above the ack
             PRIMARY KEY (ack, seq)) WITHOUT ROWID""",
     )),
+    # Window state of gateways sharing the store (``pmpgw run --shared``,
+    # gateway.shared_windows): the daily accumulators of core.window_layout (Acc.N ..
+    # Acc.N_IN) per (patient, metric, local day), which each batch ADDS to for the readings
+    # it stored, and the (patient, local day) closes claimed, so one gateway evaluates each.
+    (6, "shared window state: daily sums and day closes", (
+        """CREATE TABLE window_days (
+            patient INTEGER NOT NULL, metric INTEGER NOT NULL,   -- core.window_layout.Metric
+            day INTEGER NOT NULL,                                -- local day, days since 1970-01-01
+            n REAL NOT NULL, n_valued REAL NOT NULL, sum0 REAL NOT NULL, sum1 REAL NOT NULL,
+            n_below_l2 REAL NOT NULL, n_below REAL NOT NULL, n_in REAL NOT NULL,
+            PRIMARY KEY (patient, metric, day)) WITHOUT ROWID""",
+        """CREATE INDEX window_days_day ON window_days (day)""",
+        """CREATE TABLE window_closes (
+            patient INTEGER NOT NULL, day INTEGER NOT NULL,      -- the local day that closed
+            closed INTEGER NOT NULL,                             -- ms UTC
+            PRIMARY KEY (patient, day)) WITHOUT ROWID""",
+        """CREATE INDEX window_closes_day ON window_closes (day)""",
+    )),
 )
 
 # Measured with bench/store_insert_ceiling.py: a batch dirties about one leaf page per
@@ -333,6 +353,27 @@ WINDOWS_THROUGH_KEY = "windows_through_reading"
 
 UPSERT_WINDOW = "INSERT INTO windows (patient, acc) VALUES (?, ?) ON CONFLICT (patient) DO UPDATE SET acc = excluded.acc"
 SELECT_WINDOWS = "SELECT patient, acc FROM windows WHERE patient < ?"
+
+# Shared window state (migration 6). Sums are added in (patient, metric, day) order, and
+# closes claimed in patient order, so that two gateways' transactions never wait for each
+# other in a cycle. (ring) is RING_DAYS - 1: a close reads the ring's days ending with it.
+DAY_SUM_COLUMNS = ("n", "n_valued", "sum0", "sum1", "n_below_l2", "n_below", "n_in")  # Acc.N .. Acc.N_IN
+ADD_DAY_SUMS = f"""INSERT INTO window_days (patient, metric, day, {', '.join(DAY_SUM_COLUMNS)})
+    VALUES ({', '.join(['?'] * (3 + len(DAY_SUM_COLUMNS)))})
+    ON CONFLICT (patient, metric, day) DO UPDATE SET
+    {', '.join(f'{c} = window_days.{c} + excluded.{c}' for c in DAY_SUM_COLUMNS)}"""
+CLAIM_DAY_CLOSES = f"""INSERT INTO window_closes (patient, day, closed)
+    SELECT c.value ->> 0, c.value ->> 1, ? FROM json_each(?) AS c
+    WHERE EXISTS (SELECT 1 FROM window_days AS w WHERE w.patient = c.value ->> 0
+                  AND w.day BETWEEN (c.value ->> 1) - {RING_DAYS - 1} AND c.value ->> 1)
+    ORDER BY 1 ON CONFLICT (patient, day) DO NOTHING RETURNING patient, day"""
+SELECT_DAY_SUMS = f"""SELECT w.patient, w.metric, w.day, {', '.join(f'w.{c}' for c in DAY_SUM_COLUMNS)}
+    FROM json_each(?) AS c JOIN window_days AS w
+    ON w.patient = c.value ->> 0 AND w.day BETWEEN (c.value ->> 1) - {RING_DAYS - 1} AND c.value ->> 1"""
+DAY_SUMS_SEEDED_KEY = "window_days_seeded"  # kv: ms UTC the first shared gateway seeded the sums
+CLAIM_KV = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING RETURNING key"
+PRUNE_DAY_SUMS = "DELETE FROM window_days WHERE day < ?"
+PRUNE_DAY_CLOSES = "DELETE FROM window_closes WHERE day < ?"
 
 NEXT_DEVICE_IDX = "SELECT COALESCE(MAX(idx) + 1, 0) FROM devices"
 NEXT_PATIENT_IDX = "SELECT COALESCE(MAX(idx) + 1, 0) FROM patients"
@@ -521,14 +562,24 @@ COUNT_SILENT_DEVICES = """SELECT COUNT(DISTINCT d.key) FROM alerts a, json_each(
 # Sweeps: activity state (gateway.activity) and the MISSED / DEVICE tasks (gateway.sweeps).
 # ---------------------------------------------------------------------------------------
 
-UPSERT_DEVICE_ACTIVITY = """INSERT INTO device_activity
+
+
+def _latest(table: str, column: str) -> str:
+    """``column = `` the later of the stored and the new time (NULL: never), in either
+    dialect (SQLite's max() of a NULL is NULL): a time saved by another gateway sharing the
+    store is kept, and one gateway's times only grow anyway."""
+    return (f"{column} = CASE WHEN excluded.{column} IS NULL OR {table}.{column} > excluded.{column} "
+            f"THEN {table}.{column} ELSE excluded.{column} END")
+
+
+UPSERT_DEVICE_ACTIVITY = f"""INSERT INTO device_activity
     (device, last_rx, battery, battery_low, rejects, clock_faults, counted, reset_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (device) DO UPDATE SET last_rx = excluded.last_rx, battery = excluded.battery,
+    ON CONFLICT (device) DO UPDATE SET {_latest("device_activity", "last_rx")}, battery = excluded.battery,
       battery_low = excluded.battery_low, rejects = excluded.rejects, clock_faults = excluded.clock_faults,
       counted = excluded.counted, reset_at = excluded.reset_at"""
-UPSERT_PATIENT_ACTIVITY = """INSERT INTO patient_activity (patient, last_bp, last_glu, last_cgm) VALUES (?, ?, ?, ?)
-    ON CONFLICT (patient) DO UPDATE SET last_bp = excluded.last_bp, last_glu = excluded.last_glu,
-      last_cgm = excluded.last_cgm"""
+UPSERT_PATIENT_ACTIVITY = f"""INSERT INTO patient_activity (patient, last_bp, last_glu, last_cgm) VALUES (?, ?, ?, ?)
+    ON CONFLICT (patient) DO UPDATE SET
+      {', '.join(_latest("patient_activity", column) for column in ("last_bp", "last_glu", "last_cgm"))}"""
 SELECT_DEVICE_ACTIVITY = ("SELECT device, last_rx, battery, battery_low, rejects, clock_faults, counted, reset_at "
                           "FROM device_activity")
 SELECT_PATIENT_ACTIVITY = "SELECT patient, last_bp, last_glu, last_cgm FROM patient_activity"

@@ -20,6 +20,8 @@ flags SQLite keeps as 0/1 integers stay integers (the store binds a bool as 0/1)
 
 from __future__ import annotations
 
+from core.window_layout import RING_DAYS
+
 from . import sql
 
 _DEVICES = """CREATE TABLE devices (
@@ -116,6 +118,18 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (5, sql.MIGRATIONS[4][1], (
         """CREATE TABLE ack_seqs (ack TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (ack, seq))""",
     )),
+    (6, sql.MIGRATIONS[5][1], (
+        """CREATE TABLE window_days (
+            patient BIGINT NOT NULL, metric BIGINT NOT NULL, day BIGINT NOT NULL,
+            n DOUBLE PRECISION NOT NULL, n_valued DOUBLE PRECISION NOT NULL, sum0 DOUBLE PRECISION NOT NULL,
+            sum1 DOUBLE PRECISION NOT NULL, n_below_l2 DOUBLE PRECISION NOT NULL,
+            n_below DOUBLE PRECISION NOT NULL, n_in DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (patient, metric, day))""",
+        """CREATE INDEX window_days_day ON window_days (day)""",
+        """CREATE TABLE window_closes (
+            patient BIGINT NOT NULL, day BIGINT NOT NULL, closed BIGINT NOT NULL, PRIMARY KEY (patient, day))""",
+        """CREATE INDEX window_closes_day ON window_closes (day)""",
+    )),
 )
 assert [m[0] for m in MIGRATIONS] == [m[0] for m in sql.MIGRATIONS], "a migration without its PostgreSQL DDL"
 
@@ -177,6 +191,14 @@ OVERRIDES: dict[str, str | tuple[str, ...]] = {
         FROM alerts a, json_each(CAST(a.values_json AS json) -> 'devices') d
         WHERE a.state IN ('open', 'acknowledged') AND a.rule = 'DEVICE'
           AND EXISTS (SELECT 1 FROM json_array_elements_text(d.value) p (value) WHERE p.value = 'silent')""",
+    sql.CLAIM_DAY_CLOSES: f"""INSERT INTO window_closes (patient, day, closed)
+        SELECT CAST(c.value ->> 0 AS bigint), CAST(c.value ->> 1 AS bigint), CAST(? AS bigint)
+        FROM json_array_elements(CAST(? AS json)) AS c (value)
+        WHERE EXISTS (SELECT 1 FROM window_days AS w WHERE w.patient = CAST(c.value ->> 0 AS bigint)
+                      AND w.day BETWEEN CAST(c.value ->> 1 AS bigint) - {RING_DAYS - 1} AND CAST(c.value ->> 1 AS bigint))
+        ORDER BY 1 ON CONFLICT (patient, day) DO NOTHING RETURNING patient, day""",
+    sql.SELECT_DAY_SUMS: sql.SELECT_DAY_SUMS.replace("json_each(?) AS c", "json_array_elements(CAST(? AS json)) AS c (value)")
+    .replace("c.value ->> 0", "CAST(c.value ->> 0 AS bigint)").replace("c.value ->> 1", "CAST(c.value ->> 1 AS bigint)"),
 }
 # Inserts whose new row's id the store reads (``lastrowid``): PostgreSQL returns it.
 RETURNING_ID = (sql.INSERT_PAYLOAD, sql.INSERT_ALERT, sql.INSERT_BINDING, sql.INSERT_AUDIT, sql.INSERT_REPLAY_REQUEST,
@@ -217,3 +239,11 @@ READINGS_BY_KEYS = """SELECT r.device, r.dedup_tag, r.dedup_key, r.id, r.fingerp
     FROM readings r JOIN unnest(CAST(%s AS bigint[]), CAST(%s AS bigint[]), CAST(%s AS bigint[])) k (d, g, q)
     ON r.device = k.d AND r.dedup_tag = k.g AND r.dedup_key = k.q"""
 DB_BYTES = "SELECT pg_database_size(current_database())"
+# A batch's daily window sums (shared windows) in one statement, as the readings' unnest,
+# already in (patient, metric, day) order: executemany of ADD_DAY_SUMS, one upsert a row,
+# cut a batch of 5,000 readings of 4,000 patients to 13k rows/s (bench store_shared_windows).
+_DAY_SUM_ARRAYS = ["CAST(%s AS bigint[])"] * 3 + ["CAST(%s AS double precision[])"] * len(sql.DAY_SUM_COLUMNS)
+ADD_DAY_SUMS_UNNEST = f"""INSERT INTO window_days (patient, metric, day, {', '.join(sql.DAY_SUM_COLUMNS)})
+    SELECT * FROM unnest({', '.join(_DAY_SUM_ARRAYS)})
+    ON CONFLICT (patient, metric, day) DO UPDATE SET
+    {', '.join(f'{c} = window_days.{c} + excluded.{c}' for c in sql.DAY_SUM_COLUMNS)}"""

@@ -41,7 +41,7 @@ import re
 import sqlite3
 import time
 import zoneinfo
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Literal, NotRequired, TypedDict
 
 import numpy as np
@@ -51,7 +51,7 @@ from core.codes import NO_USER, UNIT_NAMES, Flag, Kind, Reason
 from core.dedup_keys import KEY_DTYPE, TAG_CONTEXT_SEQ, TAG_FINGERPRINT, TAG_SEQ
 from core.layout import empty_batch
 from core.rule_tables import SEVERITY_RANK, THRESHOLDS, Param, Rule, default_thresholds, severity_and_route
-from core.window_layout import N_ACC, N_METRICS, RING_DAYS, empty_slots
+from core.window_layout import DAY_SUMS_DTYPE, N_ACC, N_METRICS, RING_DAYS, empty_slots
 
 from .. import broker_accounts
 from ..clock import format_ms
@@ -117,6 +117,13 @@ from .sql import (
     ACCOUNTS_VERSION_KEY,
     WINDOWS_THROUGH_KEY,
     UPSERT_WINDOW,
+    ADD_DAY_SUMS,
+    CLAIM_DAY_CLOSES,
+    SELECT_DAY_SUMS,
+    PRUNE_DAY_SUMS,
+    PRUNE_DAY_CLOSES,
+    DAY_SUMS_SEEDED_KEY,
+    CLAIM_KV,
     SELECT_WINDOWS,
     NEXT_DEVICE_IDX,
     NEXT_PATIENT_IDX,
@@ -413,6 +420,28 @@ class CommitResult:
     alerts: list[dict]
     alerts_updated: int
     acks: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+
+
+SEED_CHUNK_ROWS = 100_000  # daily sums a statement when seeding (``Store.seed_day_sums``)
+
+
+@dataclasses.dataclass(frozen=True)
+class DayClose:
+    """Window rules at day close on the daily sums in the store (gateways sharing it,
+    ``gateway.shared_windows``), for ``commit_batch``.
+
+    ``patients`` int32[k], ``days`` int32[k]: the local day that closed for each patient.
+    ``commit_batch`` claims each (patient, day) that has sums in the RING_DAYS days ending
+    with it, unless another transaction claimed it (so each is evaluated once, by one
+    gateway), reads the claimed patients' sums of those days and raises the alerts of
+    ``evaluate(patients, days, sums)`` (the claimed int32[m], int32[m], and their
+    DAY_SUMS_DTYPE rows), all in its transaction; it also forgets sums and claims older than
+    RING_DAYS before the earliest of ``days``.
+    """
+
+    patients: np.ndarray
+    days: np.ndarray
+    evaluate: Callable[[np.ndarray, np.ndarray, np.ndarray], Sequence[AlertIn]]
 
 
 class PatientIn(TypedDict):
@@ -773,7 +802,9 @@ class Store:
                      alerts: Sequence[AlertIn] = (), windows: Mapping[str, np.ndarray] | None = None,
                      replayed: np.ndarray | None = None,
                      publisher_acks: Mapping[str, Mapping[str, int]] | None = None,
-                     ack_seqs: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> CommitResult:
+                     ack_seqs: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+                     day_sums: Callable[[np.ndarray], np.ndarray] | None = None,
+                     day_close: DayClose | None = None) -> CommitResult:
         """Store one processed batch in ONE transaction; all of it or, on error, nothing.
 
         Parameters
@@ -815,6 +846,13 @@ class Store:
             duplicate or quarantined) of each publisher. The acks are advanced here, from
             what every gateway committed (``_advance_acks``); ``CommitResult.acks`` says
             which to publish.
+        day_sums : callable, optional
+            Gateways sharing the store: ``day_sums(stored)`` (``stored`` bool[n], the rows
+            this transaction inserted, not those the store already held) returns those
+            rows' daily window sums (DAY_SUMS_DTYPE), which are ADDED to the store's.
+        day_close : DayClose, optional
+            Gateways sharing the store: claim the days that closed and raise their window
+            alerts from the store's daily sums (see ``DayClose``).
 
         Raises
         ------
@@ -839,7 +877,13 @@ class Store:
                 quarantined = self._insert_quarantine(conn, batch, bad, reason[bad], now_ms, payloads, message,
                                                       element, topics, details or {})
             is_new = reason == Reason.OK
-            for alert in alerts:
+            if day_sums is not None and is_new.any():
+                self._add_day_sums(conn, day_sums(is_new))
+            if day_close is not None:
+                alerts = [*alerts, *self._close_days(conn, day_close, now_ms)]
+            # In (patient, rule) order: two transactions raising alerts of one patient (on
+            # PostgreSQL, each holding its alerts' locks to COMMIT) take them in one order.
+            for alert in sorted(alerts, key=lambda alert: (alert["patient"], alert["rule"])):
                 rows = np.asarray(alert.get("rows", ()), dtype=np.int64)
                 if len(rows) and not is_new[rows].any():
                     continue
@@ -934,6 +978,52 @@ class Store:
         same = stored_fp == rows["fingerprint"]
         reason[ok[~new]] = np.where(same[~new], Reason.DUPLICATE, Reason.CONFLICT)
         reading_ids[ok] = np.where(new | same, ids, -1)
+
+    @staticmethod
+    def _add_day_sums(conn: sqlite3.Connection, sums: np.ndarray) -> None:
+        """Add DAY_SUMS_DTYPE rows to the store's daily sums, in (patient, metric, day) order."""
+        sums = np.sort(sums, order=["patient", "metric", "day"])
+        conn.executemany(ADD_DAY_SUMS, (
+            (patient, metric, day, *acc) for patient, metric, day, acc in
+            zip(sums["patient"].tolist(), sums["metric"].tolist(), sums["day"].tolist(), sums["acc"].tolist())))
+
+    def window_sums_seeded(self) -> bool:
+        """Whether a gateway was started shared on this database (``seed_day_sums``): its
+        window state is the store's daily sums, which every writer must then add to."""
+        return bool(self._read(GET_KV, (DAY_SUMS_SEEDED_KEY,)))
+
+    def seed_day_sums(self, day_sums: Callable[[], np.ndarray], *, now_ms: int) -> bool:
+        """Once per database, by the first gateway started to share it: add ``day_sums()``
+        (DAY_SUMS_DTYPE: its window state, whole while one gateway wrote the store) to the
+        store's daily sums, in the transaction that records it was done. True if this call
+        did it; another gateway starting at the same time waits for it, then does nothing."""
+        with self._write() as conn:
+            if not conn.execute(CLAIM_KV, (DAY_SUMS_SEEDED_KEY, now_ms)).fetchall():
+                return False
+            sums = np.sort(day_sums(), order=["patient", "metric", "day"])
+            for start in range(0, len(sums), SEED_CHUNK_ROWS):
+                self._add_day_sums(conn, sums[start:start + SEED_CHUNK_ROWS])
+        return True
+
+    @staticmethod
+    def _close_days(conn: sqlite3.Connection, close: DayClose, now_ms: int) -> Sequence[AlertIn]:
+        """Claim ``close``'s (patient, day) pairs with sums, read their sums, evaluate them."""
+        if not len(close.patients):
+            return []
+        pairs = json.dumps(np.column_stack([close.patients, close.days]).astype(np.int64).tolist())
+        claimed = np.array(conn.execute(CLAIM_DAY_CLOSES, (now_ms, pairs)).fetchall(), dtype=np.int64).reshape(-1, 2)
+        oldest = int(np.min(close.days)) - RING_DAYS
+        conn.execute(PRUNE_DAY_SUMS, (oldest,))
+        conn.execute(PRUNE_DAY_CLOSES, (oldest,))
+        if not len(claimed):
+            return []
+        rows = conn.execute(SELECT_DAY_SUMS, (json.dumps(claimed.tolist()),)).fetchall()
+        sums = np.zeros(len(rows), dtype=DAY_SUMS_DTYPE)
+        if rows:
+            columns = np.array(rows, dtype=np.float64)
+            sums["patient"], sums["metric"], sums["day"], sums["acc"] = (
+                columns[:, 0], columns[:, 1], columns[:, 2], columns[:, 3:])
+        return close.evaluate(claimed[:, 0].astype(np.int32), claimed[:, 1].astype(np.int32), sums)
 
     def _insert_quarantine(self, conn: sqlite3.Connection, batch: np.ndarray, bad: np.ndarray, reasons: np.ndarray,
                            now_ms: int, payloads: Sequence[bytes], message: np.ndarray | None,
