@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import pathlib
 import sys
 import time
 
@@ -50,6 +51,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     status.add_argument("--broker", type=parse_address, metavar="HOST:PORT",
                         help="read the gateways' live stats from this broker (a gateway run with --broker; "
                              "default: the private broker of a gateway running on --db)")
+    status.add_argument("--mqtt-password-file", type=pathlib.Path, default=None, metavar="FILE",
+                        help="with --broker: the password of pmpgw-monitor on that broker (pmpgw broker-files writes "
+                             "it; default: the private broker's, in the data directory)")
     status.add_argument("--json", action="store_true",
                         help="print the stats JSON once (DESIGN.md shape, plus gateways, alerts_oldest, "
                              "silent_devices, flooding) and exit")
@@ -60,12 +64,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _status(args: argparse.Namespace) -> int:
     with Store.open(args.db) as store:
         if args.json or args.once:
-            stats = collect(store, args.db, args.broker)
+            stats = collect(store, args.db, args.broker, args.mqtt_password_file)
             print_json(stats) if args.json else print(render(stats, args.db, now_ms()))
             return 0
         try:
             while True:
-                view = render(collect(store, args.db, args.broker), args.db, now_ms())
+                view = render(collect(store, args.db, args.broker, args.mqtt_password_file), args.db, now_ms())
                 sys.stdout.write(f"{CLEAR_SCREEN}{view}\n(every {args.interval:g} s; Ctrl-C to stop)\n")
                 sys.stdout.flush()
                 time.sleep(args.interval)
@@ -73,7 +77,8 @@ def _status(args: argparse.Namespace) -> int:
             return 0
 
 
-def collect(store: Store, db: str, broker: tuple[str, int] | None = None) -> dict:
+def collect(store: Store, db: str, broker: tuple[str, int] | None = None,
+            password_file: pathlib.Path | None = None) -> dict:
     """The stats JSON of DESIGN.md: readings, open alerts, silent devices, size and the free
     bytes on the database's disk (``disk_free_bytes``) from the database; the rest from the
     first gateway of ``gateways`` (each gateway's own stats: live from ``broker`` or the
@@ -81,7 +86,7 @@ def collect(store: Store, db: str, broker: tuple[str, int] | None = None) -> dic
     ``alerts_oldest``: severity -> raised (ms UTC) of the oldest not-resolved alert;
     ``flooding``: the first gateway's flooding publishers (none when it is down)."""
     saved = {stats["gw"]: stats for stats in store.gateway_stats()}
-    live = live_gateways(db, expected=set(saved), address=broker)
+    live = live_gateways(db, expected=set(saved), address=broker, password_file=password_file)
     gateways = []
     for gw in list(live) + [gw for gw in saved if gw not in live]:
         state, live_stats = live.get(gw, (None, None))
@@ -100,7 +105,8 @@ def collect(store: Store, db: str, broker: tuple[str, int] | None = None) -> dic
 
 
 def live_gateways(db: str, expected: set[str] = frozenset(), timeout_s: float = PROBE_TIMEOUT_S,
-                  address: tuple[str, int] | None = None) -> dict[str, tuple[str | None, dict | None]]:
+                  address: tuple[str, int] | None = None, password_file: pathlib.Path | None = None
+                  ) -> dict[str, tuple[str | None, dict | None]]:
     """gw id -> (state topic text, stats JSON) retained on the broker at ``address``, by
     default the running private broker of ``db`` (empty when it is down).
 
@@ -121,7 +127,7 @@ def live_gateways(db: str, expected: set[str] = frozenset(), timeout_s: float = 
     done = []
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=MONITOR_USERNAME, protocol=paho.MQTTv5)
     with contextlib.suppress(FileNotFoundError):  # no file: a broker that takes anonymous clients
-        client.username_pw_set(MONITOR_USERNAME, monitor_password_file(db).read_text().strip())
+        client.username_pw_set(MONITOR_USERNAME, (password_file or monitor_password_file(db)).read_text().strip())
     client.on_connect = lambda c, userdata, flags, code, properties: c.subscribe(GATEWAY_TOPICS, qos=0)
     client.on_subscribe = lambda c, userdata, mid, codes, properties: c.unsubscribe(GATEWAY_TOPICS)
     client.on_unsubscribe = lambda c, userdata, mid, codes, properties: done.append(True)
