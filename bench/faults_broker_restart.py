@@ -53,7 +53,8 @@ def run(quick: bool) -> list[Result]:
                f"--broker` process throughout; private Mosquitto (persistence, saved every 1 s) restarted "
                f"{restarts['term']} times after SIGTERM and {restarts['kill']} after SIGKILL in {len(o.outages)} "
                f"outages ({sum(x.frozen for x in o.outages)} with the gateway frozen and probe readings delivered "
-               f"by its session, {sum(x.requeued for x in o.outages)} of them across a second restart); "
+               f"by its session, {sum(x.requeued for x in o.outages)} of them across a second restart, the session "
+               f"lost there {sum(not x.session_kept for x in o.outages)} times); "
                f"{c.generated:,} readings generated, {c.stored:,} stored, {c.counters['duplicate']:,} duplicates "
                f"dropped, {c.crisis_readings} crisis readings each alerted once; mqtt.connections {connections}; "
                f"{o.seconds:.0f} s")

@@ -32,7 +32,11 @@ def test_broker_restarts_lose_nothing_and_the_gateway_resumes_its_session(tmp_pa
     assert outcome.stats["state"] == "down"  # drained at the end, as a live process
     assert outcome.stats["mqtt"]["connections"] == 1 + len(outcome.outages)
     frozen = [o for o in outcome.outages if o.frozen]
-    assert frozen and all(o.probe > 0 for o in frozen)  # each delivered by the session (the run checks it)
+    # Readings published while the gateway was away reach it through its session, or, when
+    # Mosquitto 2.0.11 lost the session it restored (seen now and then: the summary counts
+    # it), through the device's re-send: either way each is stored once (below). A session
+    # resumed across a restart is proven alone in tests/adapters/test_mqtt.py.
+    assert frozen and all(o.probe > 0 for o in frozen)
     assert check.violations == []
     assert (check.lost, check.duplicated, check.wrong_values) == (0, 0, 0), check.examples
     assert check.generated > 0 and check.stored == check.generated == check.counters["stored"]
